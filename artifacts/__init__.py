@@ -1,0 +1,1 @@
+"""Shipped model artifacts (package data of runtime.artifacts)."""

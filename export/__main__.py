@@ -1,0 +1,60 @@
+"""Command line: ``python -m export train | onnx | all``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+DEFAULT_CHECKPOINT = Path("build/minilm-l6-stsb")
+DEFAULT_ARTIFACT = Path("artifacts/minilm-l6-stsb")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from export.train import Recipe, train
+
+    train(args.checkpoint, Recipe(epochs=args.epochs, seed=args.seed))
+
+
+def _onnx(args: argparse.Namespace) -> None:
+    from export.pipeline import run_export
+    from runtime.artifact import Precision
+
+    manifest = run_export(args.checkpoint, args.out)
+    for precision, variant in manifest.variants.items():
+        print(f"{precision.value}: {variant.graph.bytes / 2**20:.1f} MiB  {variant.metrics}")
+    missing = {Precision.FP32, Precision.INT8, Precision.FP16} - set(manifest.variants)
+    if missing:
+        raise SystemExit(f"variants that failed their gate and were not written: {sorted(p.value for p in missing)}")
+
+
+def _all(args: argparse.Namespace) -> None:
+    _train(args)
+    _onnx(args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_train = sub.add_parser("train", help="fine-tune all-MiniLM-L6-v2 on STS-B (the model card's recipe)")
+    p_train.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="where to save the model")
+    p_train.add_argument("--epochs", type=int, default=4)
+    p_train.add_argument("--seed", type=int, default=42)
+    p_train.set_defaults(func=_train)
+    p_onnx = sub.add_parser("onnx", help="export a sentence-transformers folder to a validated ONNX artifact")
+    p_onnx.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="sentence-transformers folder")
+    p_onnx.add_argument("--out", type=Path, default=DEFAULT_ARTIFACT, help="artifact folder to (re)place")
+    p_onnx.set_defaults(func=_onnx)
+    p_all = sub.add_parser("all", help="train, then onnx")
+    p_all.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    p_all.add_argument("--out", type=Path, default=DEFAULT_ARTIFACT)
+    p_all.add_argument("--epochs", type=int, default=4)
+    p_all.add_argument("--seed", type=int, default=42)
+    p_all.set_defaults(func=_all)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

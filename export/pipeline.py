@@ -1,0 +1,166 @@
+"""The export run: trace, fuse, quantise, validate, then publish the artifact folder atomically."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.data import DATA_DIR, SPLIT_FILES, StsPair, read_sts, sts_score
+from export.deps import require
+from export.graph import export_onnx, load_sentence_transformer
+from export.optimize import Int8Settings, convert_fp16, fuse, quantize_int8
+from export.train import TRAIN_REPORT, sha256_file
+from export.validate import Gates, VariantCheck, check_variant, gate_failure
+from runtime.artifact import TOKENIZER_FILE, FileEntry, Manifest, Precision, Variant
+
+log = logging.getLogger(__name__)
+
+LIBRARIES = ("torch", "transformers", "sentence-transformers", "onnx", "onnxruntime", "tokenizers", "numpy")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What to build and how strictly to check it."""
+
+    precisions: tuple[Precision, ...] = (Precision.FP32, Precision.INT8, Precision.FP16)
+    int8: Int8Settings = Int8Settings()
+    gates: Gates = Gates()
+    dev_pairs: list[StsPair] | None = field(default=None, hash=False)
+
+
+def run_export(model_dir: Path, out_dir: Path, options: ExportOptions = ExportOptions()) -> Manifest:
+    """Export ``model_dir`` (a sentence-transformers folder) into ``out_dir``; a failure leaves ``out_dir`` as it was."""
+    if Precision.FP32 not in options.precisions:
+        raise ValueError("fp32 is the reference every other variant is derived from and judged against")
+    start = time.perf_counter()
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        manifest = _build(model_dir, tmp, options, start)
+        _publish(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _build(model_dir: Path, tmp: Path, options: ExportOptions, start: float) -> Manifest:
+    model = load_sentence_transformer(model_dir)
+    config = model[0].auto_model.config
+    raw = tmp / "model.traced.onnx"
+    export_onnx(model, raw)
+    fp32 = tmp / Precision.FP32.file_name
+    heads, hidden = config.num_attention_heads, config.hidden_size
+    fusions = fuse(raw, fp32, heads, hidden)
+    log.info("fusions: %s", fusions)
+    settings: dict[Precision, dict[str, Any]] = {Precision.FP32: {"fusions": fusions}}
+    if Precision.INT8 in options.precisions:
+        multi_head = tmp / "model.mha.onnx"
+        int8_fusions = fuse(raw, multi_head, heads, hidden, multi_head=True)
+        quantize_int8(multi_head, tmp / Precision.INT8.file_name, options.int8)
+        multi_head.unlink()
+        settings[Precision.INT8] = {"fusions": int8_fusions, "quantization": options.int8.as_dict()}
+    raw.unlink()
+    if Precision.FP16 in options.precisions:
+        convert_fp16(fp32, tmp / Precision.FP16.file_name)
+        settings[Precision.FP16] = {"fusions": fusions, "keep_io_types": True}
+    _write_tokenizer(model_dir, tmp / TOKENIZER_FILE, model.max_seq_length)
+
+    pairs = options.dev_pairs if options.dev_pairs is not None else read_sts("dev")
+    texts = [p.s1 for p in pairs] + [p.s2 for p in pairs]
+    reference = model.encode(texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=False)
+    n = len(pairs)
+    torch_score = sts_score(reference[:n], reference[n:], np.array([p.score for p in pairs]))
+
+    def manifest_of(checks: dict[Precision, VariantCheck]) -> Manifest:
+        variants = {
+            p: Variant(p, FileEntry.of(tmp / p.file_name), checks[p].as_dict() if p in checks else {}, settings[p])
+            for p in settings
+        }
+        return Manifest(
+            name=model_dir.name,
+            dimension=config.hidden_size,
+            max_seq_length=model.max_seq_length,
+            tokenizer=FileEntry.of(tmp / TOKENIZER_FILE),
+            variants=variants,
+            provenance=_provenance(model_dir, torch_score.spearman, torch_score.pearson, len(texts), start),
+        )
+
+    manifest_of({}).write(tmp)
+    checks = _validate(tmp, settings, reference, pairs, options.gates)
+    for precision in [p for p in settings if p not in checks]:
+        (tmp / precision.file_name).unlink()
+        del settings[precision]
+    manifest = manifest_of(checks)
+    manifest.write(tmp)
+    return manifest
+
+
+def _validate(
+    tmp: Path, settings: dict[Precision, Any], reference: np.ndarray, pairs: list[StsPair], gates: Gates
+) -> dict[Precision, VariantCheck]:
+    """Check every variant; fp32 failing aborts, another variant failing is dropped."""
+    checks: dict[Precision, VariantCheck] = {}
+    for precision in sorted(settings, key=lambda p: p is not Precision.FP32):
+        check = check_variant(tmp, precision, reference, pairs)
+        failure = gate_failure(precision, check, checks.get(Precision.FP32), gates)
+        log.info("%s: %s%s", precision.value, check.as_dict(), f" FAILED: {failure}" if failure else "")
+        if failure and precision is Precision.FP32:
+            raise RuntimeError(f"export failed its parity gate: {failure}")
+        if failure:
+            log.warning("%s variant not written: %s", precision.value, failure)
+            continue
+        checks[precision] = check
+    return checks
+
+
+def _write_tokenizer(model_dir: Path, dst: Path, max_seq_length: int) -> None:
+    """Copy tokenizer.json with truncation at max_seq_length and no fixed padding (the base file pads to 128)."""
+    tokenizers = require("tokenizers")
+    tokenizer = tokenizers.Tokenizer.from_file(str(model_dir / TOKENIZER_FILE))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_seq_length)
+    tokenizer.save(str(dst))
+
+
+def _provenance(model_dir: Path, spearman: float, pearson: float, n_sentences: int, start: float) -> dict[str, Any]:
+    report_path = model_dir / TRAIN_REPORT
+    train = json.loads(report_path.read_text()) if report_path.is_file() else None
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source_model": str(model_dir),
+        "training": train,
+        "data": {split: sha256_file(DATA_DIR / name) for split, name in SPLIT_FILES.items()},
+        "pytorch_reference": {"dev_spearman": round(spearman, 6), "dev_pearson": round(pearson, 6),
+                              "sentences": n_sentences},
+        "export_seconds": round(time.perf_counter() - start, 1),
+        "versions": {lib: _version(lib) for lib in LIBRARIES} | {"python": platform.python_version()},
+    }
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "absent"
+
+
+def _publish(tmp: Path, out_dir: Path) -> None:
+    """Replace ``out_dir`` with ``tmp``: the old folder is moved aside first and removed only after the swap."""
+    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+    if out_dir.exists():
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)

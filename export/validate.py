@@ -1,0 +1,77 @@
+"""Parity and accuracy gates: every variant is checked through the runtime, the code path users run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from export.data import StsPair, sts_score
+from runtime import Precision, load
+
+
+@dataclass(frozen=True)
+class Gates:
+    """Thresholds a variant must meet to be written (defaults from the export issue)."""
+
+    fp32_min_cosine: float = 0.99999
+    int8_max_spearman_drop: float = 0.003
+    fp16_min_cosine: float = 0.999
+    fp16_max_spearman_drop: float = 0.002
+
+
+@dataclass(frozen=True)
+class VariantCheck:
+    """How one graph variant compares with PyTorch on the dev sentences."""
+
+    min_cosine: float
+    mean_cosine: float
+    max_abs_diff: float
+    dev_spearman: float
+    dev_pearson: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(v, 6) for k, v in asdict(self).items()}
+
+
+def compare(embeddings: np.ndarray, reference: np.ndarray, pairs: list[StsPair]) -> VariantCheck:
+    """Row-wise cosine to the reference and STS metrics; ``embeddings`` rows are s1 of all pairs, then s2."""
+    a = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    b = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    cos = np.sum(a.astype(np.float64) * b, axis=1)
+    n = len(pairs)
+    score = sts_score(embeddings[:n], embeddings[n:], np.array([p.score for p in pairs]))
+    return VariantCheck(
+        min_cosine=float(cos.min()),
+        mean_cosine=float(cos.mean()),
+        max_abs_diff=float(np.abs(embeddings - reference).max()),
+        dev_spearman=score.spearman,
+        dev_pearson=score.pearson,
+    )
+
+
+def check_variant(folder: Path, precision: Precision, reference: np.ndarray, pairs: list[StsPair]) -> VariantCheck:
+    """Encode the dev sentences with the runtime on CPU and compare them with the PyTorch reference."""
+    encoder = load(folder, provider="cpu", precision=precision.value)
+    texts = [p.s1 for p in pairs] + [p.s2 for p in pairs]
+    return compare(encoder.encode(texts, batch_size=32), reference, pairs)
+
+
+def gate_failure(precision: Precision, check: VariantCheck, fp32: VariantCheck | None, gates: Gates) -> str | None:
+    """Why ``check`` fails its gate, or None when it passes."""
+    if precision is Precision.FP32:
+        if check.min_cosine < gates.fp32_min_cosine:
+            return f"fp32 min cosine {check.min_cosine:.7f} < {gates.fp32_min_cosine}"
+        return None
+    if fp32 is None:
+        return f"{precision.value} cannot be judged without a passing fp32 reference"
+    drop = fp32.dev_spearman - check.dev_spearman
+    if precision is Precision.INT8 and drop > gates.int8_max_spearman_drop:
+        return f"int8 dev spearman {check.dev_spearman:.4f} is {drop:.4f} below fp32 (max {gates.int8_max_spearman_drop})"
+    if precision is Precision.FP16:
+        if check.min_cosine < gates.fp16_min_cosine:
+            return f"fp16 min cosine {check.min_cosine:.5f} < {gates.fp16_min_cosine}"
+        if drop > gates.fp16_max_spearman_drop:
+            return f"fp16 dev spearman {check.dev_spearman:.4f} is {drop:.4f} below fp32 (max {gates.fp16_max_spearman_drop})"
+    return None

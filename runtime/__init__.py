@@ -1,0 +1,55 @@
+"""Torch-free runtime for all-MiniLM-L6-v2 fine-tuned on STS-B: ``runtime.load().encode(texts)``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runtime.artifact import Manifest, Precision, default_artifact_dir
+from runtime.encoder import Encoder
+from runtime.errors import ArtifactError, ProviderUnavailable
+from runtime.session import Provider, available_providers
+
+__all__ = [
+    "ArtifactError",
+    "Encoder",
+    "Manifest",
+    "Precision",
+    "Provider",
+    "ProviderUnavailable",
+    "available_providers",
+    "load",
+]
+
+
+def load(
+    path: str | Path | None = None,
+    provider: str = "auto",
+    precision: str | None = None,
+    threads: int | None = None,
+) -> Encoder:
+    """Load an artifact folder (default: the shipped int8 model) and return its Encoder.
+
+    ``provider``: "auto" (CUDA when onnxruntime offers it and the artifact has an fp16/fp32 graph, else CPU), "cpu"
+    or "cuda" (raises ProviderUnavailable if it cannot be honoured). ``precision``: "int8", "fp32", "fp16" or None
+    for the device's best present graph. ``threads``: intra-op threads (None: onnxruntime's default, one per core).
+    """
+    folder = default_artifact_dir() if path is None else Path(path)
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    return Encoder(folder, _choice(Provider, provider, "provider"), _precision(precision), threads)
+
+
+def _choice(enum: type[Provider], value: str, name: str) -> Provider:
+    try:
+        return enum(value)
+    except ValueError:
+        raise ValueError(f"{name} must be one of {[e.value for e in enum]}, got {value!r}") from None
+
+
+def _precision(value: str | None) -> Precision | None:
+    if value is None:
+        return None
+    try:
+        return Precision(value)
+    except ValueError:
+        raise ValueError(f"precision must be one of {[p.value for p in Precision]} or None, got {value!r}") from None

@@ -1,0 +1,173 @@
+"""Encoder: sentences in, embeddings out, with the sentence-transformers calling conventions."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from runtime.artifact import OUTPUT_NAME, Manifest, Precision, read_manifest, read_verified
+from runtime.errors import ArtifactError
+from runtime.session import Provider, create_session, plan
+
+# Upper bound on padded tokens per session run. Attention memory grows with batch * seq_len^2, so this keeps one run
+# under a few hundred MB whatever batch_size the caller asks for (256 tokens -> at most 64 texts a run).
+MAX_BATCH_TOKENS = 16384
+
+Texts = str | Sequence[str]
+
+
+class Encoder:
+    """A loaded sentence-embedding model; thread-safe, one instance can serve many threads."""
+
+    def __init__(
+        self,
+        folder: Path,
+        provider: Provider = Provider.AUTO,
+        precision: Precision | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.folder = folder
+        self.manifest: Manifest = read_manifest(folder)
+        chosen = plan(self.manifest, folder, provider, precision)
+        self.device: str = chosen.device
+        self.precision: Precision = chosen.precision
+        self.max_seq_length: int = self.manifest.max_seq_length
+        self._tokenizer = _load_tokenizer(read_verified(folder, self.manifest.tokenizer), folder, self.max_seq_length)
+        graph = self.manifest.variants[self.precision].graph
+        self._session: ort.InferenceSession = create_session(
+            read_verified(folder, graph), folder / graph.file, self.manifest.dimension, self.device, threads
+        )
+
+    def __repr__(self) -> str:
+        return f"Encoder({str(self.folder)!r}, device={self.device!r}, precision={self.precision.value!r})"
+
+    def get_sentence_embedding_dimension(self) -> int:
+        """Length of each embedding (384 for the shipped model)."""
+        return self.manifest.dimension
+
+    def tokenize(self, sentences: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, with [CLS]/[SEP], truncated to max_seq_length; no padding."""
+        texts = _check_texts(sentences)[0]
+        return [e.ids for e in self._encode_batch(texts)]
+
+    def encode(
+        self,
+        sentences: Texts,
+        batch_size: int = 32,
+        normalize_embeddings: bool = True,
+        show_progress_bar: bool = False,
+    ) -> np.ndarray:
+        """Embed one text (-> float32 (dim,)) or a list of texts (-> float32 (n, dim)), in input order.
+
+        Texts longer than ``max_seq_length`` tokens are truncated. The model ends in an L2 normalisation, so vectors
+        are unit length either way; ``normalize_embeddings=True`` renormalises in float32 to remove the rounding of
+        reduced-precision graphs. Empty or whitespace-only text embeds as the empty sentence ([CLS] [SEP]); lone
+        surrogates are replaced by U+FFFD before tokenisation.
+        """
+        texts, single = _check_texts(sentences)
+        _check_batch_size(batch_size)
+        ids = [e.ids for e in self._encode_batch(texts)]
+        out = np.empty((len(ids), self.manifest.dimension), dtype=np.float32)
+        done = 0
+        for rows in _batches(ids, batch_size):
+            out[rows] = self._run([ids[i] for i in rows])
+            done += len(rows)
+            if show_progress_bar:
+                print(f"\rencoded {done}/{len(ids)}", end="" if done < len(ids) else "\n", file=sys.stderr)
+        if normalize_embeddings and len(out):
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), np.float32(1e-12))
+        return out[0] if single else out
+
+    def similarity(self, a: Texts | np.ndarray, b: Texts | np.ndarray) -> np.ndarray:
+        """Cosine similarity matrix (n, m) between two sets of embeddings or texts (like SentenceTransformer.similarity)."""
+        x, y = self._as_unit_matrix(a, "a"), self._as_unit_matrix(b, "b")
+        return x @ y.T
+
+    def _as_unit_matrix(self, value: Texts | np.ndarray, name: str) -> np.ndarray:
+        if isinstance(value, str) or (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value) and value):
+            matrix = np.atleast_2d(self.encode(value))  # type: ignore[arg-type]
+        else:
+            matrix = np.atleast_2d(np.asarray(value, dtype=np.float32))
+        if matrix.ndim != 2 or matrix.shape[1] != self.manifest.dimension:
+            raise ValueError(
+                f"{name}: expected texts or embeddings of shape (n, {self.manifest.dimension}), got shape {matrix.shape}"
+            )
+        if not np.isfinite(matrix).all():
+            raise ValueError(f"{name}: embeddings contain NaN or infinity")
+        return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), np.float32(1e-12))
+
+    def _encode_batch(self, texts: list[str]) -> list[object]:
+        try:
+            return list(self._tokenizer.encode_batch(texts))
+        except TypeError:  # tokenizers rejects str that is not valid UTF-8 (lone surrogates)
+            return list(self._tokenizer.encode_batch([_scrub(t) for t in texts]))
+
+    def _run(self, rows: list[list[int]]) -> np.ndarray:
+        width = max(len(r) for r in rows)
+        input_ids = np.zeros((len(rows), width), dtype=np.int64)
+        attention_mask = np.zeros((len(rows), width), dtype=np.int64)
+        for i, r in enumerate(rows):
+            input_ids[i, : len(r)] = r
+            attention_mask[i, : len(r)] = 1
+        try:
+            (emb,) = self._session.run([OUTPUT_NAME], {"input_ids": input_ids, "attention_mask": attention_mask})
+        except Exception as err:
+            raise RuntimeError(f"onnxruntime failed on a batch of shape {input_ids.shape}: {err}") from err
+        if not np.isfinite(emb).all():
+            raise RuntimeError(f"{self.folder}: graph produced non-finite embeddings for a batch of shape {input_ids.shape}")
+        return emb
+
+
+def _load_tokenizer(data: bytes, folder: Path, max_seq_length: int) -> Tokenizer:
+    """The artifact's tokenizer with truncation and padding set here, never inherited from tokenizer.json."""
+    try:
+        tokenizer = Tokenizer.from_str(data.decode("utf-8"))
+    except Exception as err:
+        raise ArtifactError(f"{folder / 'tokenizer.json'}: not a valid tokenizers file: {err}") from err
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_seq_length, strategy="longest_first", direction="right")
+    return tokenizer
+
+
+def _scrub(text: str) -> str:
+    """Replace lone surrogates with U+FFFD (surrogate pairs written as two code points are joined)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
+
+
+def _check_texts(sentences: object) -> tuple[list[str], bool]:
+    """Validate the public input once: a str, or a list/tuple of str."""
+    if isinstance(sentences, str):
+        return [sentences], True
+    if not isinstance(sentences, (list, tuple)):
+        raise TypeError(f"sentences must be a str or a list of str, got {type(sentences).__name__}")
+    for i, s in enumerate(sentences):
+        if not isinstance(s, str):
+            raise TypeError(f"sentences[{i}] must be a str, got {type(s).__name__}")
+    return list(sentences), False
+
+
+def _check_batch_size(batch_size: object) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool):
+        raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+
+def _batches(ids: list[list[int]], batch_size: int) -> Iterator[list[int]]:
+    """Row indices grouped longest-first so each batch pads little, each within batch_size and MAX_BATCH_TOKENS."""
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    start = 0
+    while start < len(order):
+        longest = len(ids[order[start]])
+        size = max(1, min(batch_size, MAX_BATCH_TOKENS // longest))
+        yield order[start : start + size]
+        start += size

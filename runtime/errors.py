@@ -1,0 +1,9 @@
+"""The runtime's exceptions: each names the path or item at fault and what is wrong with it."""
+
+
+class ArtifactError(ValueError):
+    """A model artifact is missing, damaged, or does not match its manifest."""
+
+
+class ProviderUnavailable(RuntimeError):
+    """An explicitly requested execution provider cannot be used on this machine."""

@@ -1,0 +1,120 @@
+"""Everything onnxruntime-specific: provider choice, session options, graph contract check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import onnxruntime as ort
+
+from runtime.artifact import INPUT_NAMES, OUTPUT_NAME, Manifest, Precision
+from runtime.errors import ArtifactError, ProviderUnavailable
+
+CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+# Precision preference per device: int8 (MatMulInteger) is a CPU format; GPUs want fp16.
+PREFERENCE = {
+    "cpu": (Precision.INT8, Precision.FP32, Precision.FP16),
+    "cuda": (Precision.FP16, Precision.FP32, Precision.INT8),
+}
+
+
+class Provider(str, Enum):
+    """Where to run: ``auto`` picks CUDA when onnxruntime offers it, else CPU."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The resolved device and graph variant for a load request."""
+
+    device: str
+    precision: Precision
+
+
+def available_providers() -> list[str]:
+    """Execution providers this onnxruntime build offers."""
+    return list(ort.get_available_providers())
+
+
+def plan(manifest: Manifest, folder: Path, provider: Provider, precision: Precision | None) -> Plan:
+    """Choose device and precision; explicit requests that cannot be honoured raise, never fall back."""
+    cuda_ok = CUDA_PROVIDER in available_providers()
+    if provider is Provider.CUDA and not cuda_ok:
+        raise ProviderUnavailable(
+            f"provider='cuda' requested but onnxruntime offers only {available_providers()}; "
+            "install onnxruntime-gpu (the 'gpu' extra) on a machine with a CUDA GPU"
+        )
+    present = [p for p in manifest.variants if (folder / p.file_name).is_file()]
+    if precision is not None:
+        if precision not in manifest.variants:
+            raise ArtifactError(f"{folder}: no {precision.value} variant in the manifest (has {_names(manifest.variants)})")
+        if precision not in present:
+            raise ArtifactError(
+                f"{folder / precision.file_name}: {precision.value} graph not present (the export pipeline "
+                "regenerates it: python -m export onnx)"
+            )
+    if provider is Provider.AUTO:
+        gpu_variant = any(p in present for p in (Precision.FP16, Precision.FP32))
+        wanted_gpu = precision in (Precision.FP16, Precision.FP32) if precision else gpu_variant
+        device = "cuda" if cuda_ok and wanted_gpu else "cpu"
+    else:
+        device = provider.value
+    if precision is None:
+        choices = [p for p in PREFERENCE[device] if p in present]
+        if not choices:
+            raise ArtifactError(f"{folder}: none of the manifest's graphs {_names(manifest.variants)} is present")
+        precision = choices[0]
+    return Plan(device=device, precision=precision)
+
+
+def _names(variants: object) -> list[str]:
+    return [p.value for p in variants]  # type: ignore[attr-defined]
+
+
+def session_options(threads: int | None) -> ort.SessionOptions:
+    """Full graph optimisation; ``threads`` bounds intra-op parallelism (None: onnxruntime's default)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    return options
+
+
+def create_session(
+    model: bytes, path: Path, dimension: int, device: str, threads: int | None, device_id: int = 0
+) -> ort.InferenceSession:
+    """Build the session for an already hash-verified graph and check its input/output contract."""
+    providers: list[str | tuple[str, dict[str, object]]] = [CPU_PROVIDER]
+    if device == "cuda":
+        providers = [(CUDA_PROVIDER, {"device_id": device_id, "arena_extend_strategy": "kSameAsRequested"}), CPU_PROVIDER]
+    try:
+        session = ort.InferenceSession(model, sess_options=session_options(threads), providers=providers)
+    except Exception as err:  # onnxruntime raises its own (non-public) exception types
+        raise ArtifactError(f"{path}: onnxruntime cannot load the graph: {err}") from err
+    check_contract(session, path, dimension)
+    return session
+
+
+def check_contract(session: ort.InferenceSession, path: Path, dimension: int) -> None:
+    """The graph must take input_ids/attention_mask (int64) and return sentence_embedding (batch, dimension)."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name: o for o in session.get_outputs()}
+    if set(inputs) != set(INPUT_NAMES):
+        raise ArtifactError(f"{path}: graph inputs {sorted(inputs)}, expected {list(INPUT_NAMES)}")
+    for name in INPUT_NAMES:
+        if inputs[name].type != "tensor(int64)":
+            raise ArtifactError(f"{path}: input {name!r} is {inputs[name].type}, expected tensor(int64)")
+    if OUTPUT_NAME not in outputs:
+        raise ArtifactError(f"{path}: graph outputs {sorted(outputs)}, expected {OUTPUT_NAME!r}")
+    out = outputs[OUTPUT_NAME]
+    if out.type != "tensor(float)" or len(out.shape) != 2 or out.shape[1] != dimension:
+        raise ArtifactError(f"{path}: output {OUTPUT_NAME!r} is {out.type} {out.shape}, expected tensor(float) [batch, {dimension}]")

@@ -1,0 +1,71 @@
+"""Shared fixtures: the shipped default artifact, and a tiny random model exported through the real pipeline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+import runtime  # noqa: E402
+from export.data import read_sts  # noqa: E402
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def default_dir() -> Path:
+    return runtime.artifact.default_artifact_dir()
+
+
+@pytest.fixture(scope="session")
+def encoder() -> runtime.Encoder:
+    """The shipped default model (int8, CPU), loaded once."""
+    return runtime.load(provider="cpu")
+
+
+@pytest.fixture(scope="session")
+def dev_pairs():
+    return read_sts("dev")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("torch")
+    pytest.importorskip("sentence_transformers")
+    from tests.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir: Path):
+    from export.graph import load_sentence_transformer
+
+    return load_sentence_transformer(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model through the whole export (all three variants), with gates loose enough for random weights."""
+    from export.pipeline import ExportOptions, run_export
+    from export.validate import Gates
+
+    out = tmp_path_factory.mktemp("artifacts") / "tiny"
+    gates = Gates(int8_max_spearman_drop=1.0, fp16_min_cosine=0.99, fp16_max_spearman_drop=1.0)
+    run_export(tiny_model_dir, out, ExportOptions(gates=gates, dev_pairs=read_sts("dev")[:100]))
+    return out
