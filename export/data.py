@@ -19,7 +19,7 @@ MAX_SCORE = 5.0
 
 @dataclass(frozen=True)
 class StsPair:
-    """One STS-B pair; ``score`` is the gold similarity on the dataset's 0–5 scale."""
+    """One STS-B pair; ``score`` is the gold similarity on the dataset's 0-5 scale."""
 
     s1: str
     s2: str
@@ -27,7 +27,7 @@ class StsPair:
 
     @property
     def label(self) -> float:
-        """The gold score scaled to 0–1, the target of CosineSimilarityLoss."""
+        """The gold score scaled to 0-1, the target of CosineSimilarityLoss."""
         return self.score / MAX_SCORE
 
 

@@ -70,3 +70,14 @@ def export_onnx(model: Any, path: Path) -> None:
             do_constant_folding=True,
             dynamo=False,
         )
+    _set_output_width(path, model[0].auto_model.config.hidden_size)
+
+
+def _set_output_width(path: Path, width: int) -> None:
+    """The tracer names the output's second axis symbolically; pin it so the contract (batch, width) is explicit."""
+    onnx = require("onnx")
+    graph = onnx.load(str(path))
+    dim = graph.graph.output[0].type.tensor_type.shape.dim[1]
+    dim.Clear()
+    dim.dim_value = width
+    onnx.save(graph, str(path))

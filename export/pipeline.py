@@ -8,6 +8,7 @@ import os
 import platform
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -19,7 +20,8 @@ import numpy as np
 from export.data import DATA_DIR, SPLIT_FILES, StsPair, read_sts, sts_score
 from export.deps import require
 from export.graph import export_onnx, load_sentence_transformer
-from export.optimize import Int8Settings, convert_fp16, fuse, quantize_int8
+from export.optimize import convert_fp16, fuse
+from export.quantize import Feeds, Int8Settings, quantize_int8
 from export.train import TRAIN_REPORT, sha256_file
 from export.validate import Gates, VariantCheck, check_variant, gate_failure
 from runtime.artifact import TOKENIZER_FILE, FileEntry, Manifest, Precision, Variant
@@ -34,13 +36,13 @@ class ExportOptions:
     """What to build and how strictly to check it."""
 
     precisions: tuple[Precision, ...] = (Precision.FP32, Precision.INT8, Precision.FP16)
-    int8: Int8Settings = Int8Settings()
-    gates: Gates = Gates()
+    int8: Int8Settings = field(default_factory=Int8Settings)
+    gates: Gates = field(default_factory=Gates)
     dev_pairs: list[StsPair] | None = field(default=None, hash=False)
 
 
 def run_export(model_dir: Path, out_dir: Path, options: ExportOptions = ExportOptions()) -> Manifest:
-    """Export ``model_dir`` (a sentence-transformers folder) into ``out_dir``; a failure leaves ``out_dir`` as it was."""
+    """Export ``model_dir`` (a sentence-transformers folder) into ``out_dir``; failures leave ``out_dir`` untouched."""
     if Precision.FP32 not in options.precisions:
         raise ValueError("fp32 is the reference every other variant is derived from and judged against")
     start = time.perf_counter()
@@ -66,17 +68,22 @@ def _build(model_dir: Path, tmp: Path, options: ExportOptions, start: float) -> 
     fusions = fuse(raw, fp32, heads, hidden)
     log.info("fusions: %s", fusions)
     settings: dict[Precision, dict[str, Any]] = {Precision.FP32: {"fusions": fusions}}
+    _write_tokenizer(model_dir, tmp / TOKENIZER_FILE, model.max_seq_length)
     if Precision.INT8 in options.precisions:
         multi_head = tmp / "model.mha.onnx"
         int8_fusions = fuse(raw, multi_head, heads, hidden, multi_head=True)
-        quantize_int8(multi_head, tmp / Precision.INT8.file_name, options.int8)
+        calibration = _calibration_feeds(tmp / TOKENIZER_FILE, options.int8.calibration_sentences)
+        quantized = quantize_int8(multi_head, tmp / Precision.INT8.file_name, calibration, options.int8)
         multi_head.unlink()
-        settings[Precision.INT8] = {"fusions": int8_fusions, "quantization": options.int8.as_dict()}
+        settings[Precision.INT8] = {
+            "fusions": int8_fusions,
+            "quantized_matmuls": quantized,
+            "quantization": options.int8.as_dict(),
+        }
     raw.unlink()
     if Precision.FP16 in options.precisions:
         convert_fp16(fp32, tmp / Precision.FP16.file_name)
         settings[Precision.FP16] = {"fusions": fusions, "keep_io_types": True}
-    _write_tokenizer(model_dir, tmp / TOKENIZER_FILE, model.max_seq_length)
 
     pairs = options.dev_pairs if options.dev_pairs is not None else read_sts("dev")
     texts = [p.s1 for p in pairs] + [p.s2 for p in pairs]
@@ -126,6 +133,15 @@ def _validate(
     return checks
 
 
+def _calibration_feeds(tokenizer_json: Path, count: int) -> Iterator[Feeds]:
+    """One unpadded batch per sentence from the start of STS-B train (never dev, which judges the result)."""
+    tokenizer = require("tokenizers").Tokenizer.from_file(str(tokenizer_json))
+    pairs = read_sts("train")[: (count + 1) // 2]
+    for text in [t for p in pairs for t in (p.s1, p.s2)][:count]:
+        ids = np.array([tokenizer.encode(text).ids], dtype=np.int64)
+        yield {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+
+
 def _write_tokenizer(model_dir: Path, dst: Path, max_seq_length: int) -> None:
     """Copy tokenizer.json with truncation at max_seq_length and no fixed padding (the base file pads to 128)."""
     tokenizers = require("tokenizers")
@@ -143,8 +159,11 @@ def _provenance(model_dir: Path, spearman: float, pearson: float, n_sentences: i
         "source_model": str(model_dir),
         "training": train,
         "data": {split: sha256_file(DATA_DIR / name) for split, name in SPLIT_FILES.items()},
-        "pytorch_reference": {"dev_spearman": round(spearman, 6), "dev_pearson": round(pearson, 6),
-                              "sentences": n_sentences},
+        "pytorch_reference": {
+            "dev_spearman": round(spearman, 6),
+            "dev_pearson": round(pearson, 6),
+            "sentences": n_sentences,
+        },
         "export_seconds": round(time.perf_counter() - start, 1),
         "versions": {lib: _version(lib) for lib in LIBRARIES} | {"python": platform.python_version()},
     }

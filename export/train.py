@@ -116,8 +116,11 @@ def train(out_dir: Path, recipe: Recipe = Recipe(), show_progress: bool = True) 
     for epoch in range(1, recipe.epochs + 1):
         model.train()
         order = torch.randperm(len(train_pairs), generator=generator).tolist()
-        bar = tqdm(_batches(train_pairs, order, recipe.batch_size), desc=f"epoch {epoch}/{recipe.epochs}",
-                   disable=not show_progress)
+        bar = tqdm(
+            _batches(train_pairs, order, recipe.batch_size),
+            desc=f"epoch {epoch}/{recipe.epochs}",
+            disable=not show_progress,
+        )
         for batch in bar:
             features = [model.tokenize([p.s1 for p in batch]), model.tokenize([p.s2 for p in batch])]
             labels = torch.tensor([p.label for p in batch], dtype=torch.float32)
@@ -130,8 +133,14 @@ def train(out_dir: Path, recipe: Recipe = Recipe(), show_progress: bool = True) 
             bar.set_postfix(loss=f"{loss.item():.4f}")
         model.eval()
         score = evaluate_model(model, dev_pairs)
-        report.epochs.append({"epoch": epoch, "dev_spearman": score.spearman, "dev_pearson": score.pearson,
-                              "seconds": time.perf_counter() - start})
+        report.epochs.append(
+            {
+                "epoch": epoch,
+                "dev_spearman": score.spearman,
+                "dev_pearson": score.pearson,
+                "seconds": time.perf_counter() - start,
+            }
+        )
         log.info("epoch %d: stsb-dev spearman_cosine %.4f pearson_cosine %.4f", epoch, score.spearman, score.pearson)
     report.seconds = time.perf_counter() - start
 

@@ -68,10 +68,13 @@ def gate_failure(precision: Precision, check: VariantCheck, fp32: VariantCheck |
         return f"{precision.value} cannot be judged without a passing fp32 reference"
     drop = fp32.dev_spearman - check.dev_spearman
     if precision is Precision.INT8 and drop > gates.int8_max_spearman_drop:
-        return f"int8 dev spearman {check.dev_spearman:.4f} is {drop:.4f} below fp32 (max {gates.int8_max_spearman_drop})"
+        return (
+            f"int8 dev spearman {check.dev_spearman:.4f} is {drop:.4f} below fp32 (max {gates.int8_max_spearman_drop})"
+        )
     if precision is Precision.FP16:
         if check.min_cosine < gates.fp16_min_cosine:
             return f"fp16 min cosine {check.min_cosine:.5f} < {gates.fp16_min_cosine}"
         if drop > gates.fp16_max_spearman_drop:
-            return f"fp16 dev spearman {check.dev_spearman:.4f} is {drop:.4f} below fp32 (max {gates.fp16_max_spearman_drop})"
+            limit = gates.fp16_max_spearman_drop
+            return f"fp16 dev spearman {check.dev_spearman:.4f} is {drop:.4f} below fp32 (max {limit})"
     return None

@@ -27,7 +27,9 @@ def read_texts(path: Path, column: str) -> list[str]:
         if suffix == ".csv":
             reader = csv.DictReader(f)
             if reader.fieldnames is None or column not in reader.fieldnames:
-                raise SystemExit(f"{path}: no column {column!r} (columns: {reader.fieldnames}); choose one with --column")
+                raise SystemExit(
+                    f"{path}: no column {column!r} (columns: {reader.fieldnames}); choose one with --column"
+                )
             return [row[column] for row in reader]
     raise SystemExit(f"{path}: unsupported input type {suffix!r} (use .txt, .jsonl or .csv)")
 
@@ -49,7 +51,7 @@ def write_embeddings(path: Path, texts: list[str], embeddings: np.ndarray) -> No
         np.save(path, embeddings)
     elif suffix == ".jsonl":
         with path.open("w", encoding="utf-8") as f:
-            for text, vec in zip(texts, embeddings):
+            for text, vec in zip(texts, embeddings, strict=True):
                 f.write(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vec]}) + "\n")
     else:
         raise SystemExit(f"{path}: unsupported output type {suffix!r} (use .npy or .jsonl)")
@@ -60,8 +62,10 @@ def _encode(args: argparse.Namespace) -> None:
     encoder = runtime.load(args.model, provider=args.provider, precision=args.precision, threads=args.threads)
     embeddings = encoder.encode(texts, batch_size=args.batch_size, show_progress_bar=len(texts) >= PROGRESS_FROM)
     write_embeddings(args.output, texts, embeddings)
-    print(f"{len(texts)} texts -> {args.output} {embeddings.shape} ({encoder.device}, {encoder.precision.value})",
-          file=sys.stderr)
+    print(
+        f"{len(texts)} texts -> {args.output} {embeddings.shape} ({encoder.device}, {encoder.precision.value})",
+        file=sys.stderr,
+    )
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -87,7 +91,9 @@ def _info(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m runtime", description=__doc__)
-    parser.add_argument("--model", type=Path, default=None, help=f"artifact folder (with {MANIFEST_FILE}); default: shipped")
+    parser.add_argument(
+        "--model", type=Path, default=None, help=f"artifact folder (with {MANIFEST_FILE}); default: shipped"
+    )
     parser.add_argument("--provider", default="auto", choices=[p.value for p in runtime.Provider])
     parser.add_argument("--precision", default=None, choices=[p.value for p in runtime.Precision])
     sub = parser.add_subparsers(dest="command", required=True)

@@ -84,19 +84,20 @@ class Encoder:
         return out[0] if single else out
 
     def similarity(self, a: Texts | np.ndarray, b: Texts | np.ndarray) -> np.ndarray:
-        """Cosine similarity matrix (n, m) between two sets of embeddings or texts (like SentenceTransformer.similarity)."""
+        """Cosine similarity matrix (n, m) of two sets of embeddings or texts, as SentenceTransformer.similarity."""
         x, y = self._as_unit_matrix(a, "a"), self._as_unit_matrix(b, "b")
         return x @ y.T
 
     def _as_unit_matrix(self, value: Texts | np.ndarray, name: str) -> np.ndarray:
-        if isinstance(value, str) or (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value) and value):
+        if isinstance(value, str) or (
+            isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value) and value
+        ):
             matrix = np.atleast_2d(self.encode(value))  # type: ignore[arg-type]
         else:
             matrix = np.atleast_2d(np.asarray(value, dtype=np.float32))
         if matrix.ndim != 2 or matrix.shape[1] != self.manifest.dimension:
-            raise ValueError(
-                f"{name}: expected texts or embeddings of shape (n, {self.manifest.dimension}), got shape {matrix.shape}"
-            )
+            expected = f"(n, {self.manifest.dimension})"
+            raise ValueError(f"{name}: expected texts or embeddings of shape {expected}, got shape {matrix.shape}")
         if not np.isfinite(matrix).all():
             raise ValueError(f"{name}: embeddings contain NaN or infinity")
         return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), np.float32(1e-12))
@@ -119,7 +120,9 @@ class Encoder:
         except Exception as err:
             raise RuntimeError(f"onnxruntime failed on a batch of shape {input_ids.shape}: {err}") from err
         if not np.isfinite(emb).all():
-            raise RuntimeError(f"{self.folder}: graph produced non-finite embeddings for a batch of shape {input_ids.shape}")
+            raise RuntimeError(
+                f"{self.folder}: graph produced non-finite embeddings for a batch of shape {input_ids.shape}"
+            )
         return emb
 
 

@@ -53,7 +53,9 @@ def plan(manifest: Manifest, folder: Path, provider: Provider, precision: Precis
     present = [p for p in manifest.variants if (folder / p.file_name).is_file()]
     if precision is not None:
         if precision not in manifest.variants:
-            raise ArtifactError(f"{folder}: no {precision.value} variant in the manifest (has {_names(manifest.variants)})")
+            raise ArtifactError(
+                f"{folder}: no {precision.value} variant in the manifest (has {_names(manifest.variants)})"
+            )
         if precision not in present:
             raise ArtifactError(
                 f"{folder / precision.file_name}: {precision.value} graph not present (the export pipeline "
@@ -95,7 +97,10 @@ def create_session(
     """Build the session for an already hash-verified graph and check its input/output contract."""
     providers: list[str | tuple[str, dict[str, object]]] = [CPU_PROVIDER]
     if device == "cuda":
-        providers = [(CUDA_PROVIDER, {"device_id": device_id, "arena_extend_strategy": "kSameAsRequested"}), CPU_PROVIDER]
+        providers = [
+            (CUDA_PROVIDER, {"device_id": device_id, "arena_extend_strategy": "kSameAsRequested"}),
+            CPU_PROVIDER,
+        ]
     try:
         session = ort.InferenceSession(model, sess_options=session_options(threads), providers=providers)
     except Exception as err:  # onnxruntime raises its own (non-public) exception types
@@ -117,4 +122,6 @@ def check_contract(session: ort.InferenceSession, path: Path, dimension: int) ->
         raise ArtifactError(f"{path}: graph outputs {sorted(outputs)}, expected {OUTPUT_NAME!r}")
     out = outputs[OUTPUT_NAME]
     if out.type != "tensor(float)" or len(out.shape) != 2 or out.shape[1] != dimension:
-        raise ArtifactError(f"{path}: output {OUTPUT_NAME!r} is {out.type} {out.shape}, expected tensor(float) [batch, {dimension}]")
+        raise ArtifactError(
+            f"{path}: output {OUTPUT_NAME!r} is {out.type} {out.shape}, expected tensor(float) [batch, {dimension}]"
+        )

@@ -10,8 +10,8 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-import runtime  # noqa: E402
-from export.data import read_sts  # noqa: E402
+import runtime
+from export.data import read_sts
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

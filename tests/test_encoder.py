@@ -115,7 +115,9 @@ def test_bad_input_raises_named_error(encoder: runtime.Encoder, bad: object, err
         encoder.encode(bad)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("batch_size", "error"), [(0, ValueError), (-3, ValueError), (2.5, TypeError), (True, TypeError)])
+@pytest.mark.parametrize(
+    ("batch_size", "error"), [(0, ValueError), (-3, ValueError), (2.5, TypeError), (True, TypeError)]
+)
 def test_bad_batch_size(encoder: runtime.Encoder, batch_size: object, error: type) -> None:
     with pytest.raises(error, match="batch_size"):
         encoder.encode(["x"], batch_size=batch_size)  # type: ignore[arg-type]
@@ -168,7 +170,7 @@ def test_threads_share_one_encoder(encoder: runtime.Encoder, dev_pairs) -> None:
         t.join()
     assert len(results) == 8
     for outs in results.values():
-        for got, want in zip(outs, serial):
+        for got, want in zip(outs, serial, strict=True):
             np.testing.assert_array_equal(got, want)
 
 
@@ -188,8 +190,11 @@ def test_auto_picks_cpu_int8_without_cuda(default_dir: Path) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"provider": "tpu"}, "provider must be one of"), ({"precision": "int4"}, "precision must be one of"),
-     ({"threads": 0}, "threads must be")],
+    [
+        ({"provider": "tpu"}, "provider must be one of"),
+        ({"precision": "int4"}, "precision must be one of"),
+        ({"threads": 0}, "threads must be"),
+    ],
 )
 def test_bad_load_arguments(default_dir: Path, kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

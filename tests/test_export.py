@@ -66,6 +66,7 @@ def test_graph_contract(tiny_artifact: Path, precision: Precision) -> None:
     assert out.name == OUTPUT_NAME
     assert out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert out.type.tensor_type.shape.dim[0].dim_param == "batch_size"
+    assert out.type.tensor_type.shape.dim[1].dim_value == 32
 
 
 def test_fusions_are_recorded_and_present(tiny_artifact: Path) -> None:
@@ -80,7 +81,8 @@ def test_int8_graph_has_every_dense_layer_quantized(tiny_artifact: Path) -> None
     nodes = onnx.load(str(tiny_artifact / Precision.INT8.file_name)).graph.node
     ops = [n.op_type for n in nodes]
     assert ops.count("MatMul") == 0, "no float MatMul left in the int8 graph"
-    assert ops.count("MatMulNBits") == 2 * 6  # 2 layers x (Q, K, V, attention out, FFN in, FFN out)
+    assert ops.count("MatMulInteger") == 2 * 6  # 2 layers x (Q, K, V, attention out, FFN in, FFN out)
+    assert read_manifest(tiny_artifact).variants[Precision.INT8].settings["quantized_matmuls"] == 12
 
 
 def test_manifest_records_hashes_metrics_and_provenance(tiny_artifact: Path) -> None:

@@ -15,7 +15,9 @@ def _vocab(size: int) -> dict[str, int]:
     words = Counter()
     for p in read_sts("dev")[:600]:
         words.update(re.findall(r"\w+|[^\w\s]", (p.s1 + " " + p.s2).lower()))
-    tokens = SPECIALS + [w for w, _ in words.most_common(size)] + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
+    tokens = (
+        SPECIALS + [w for w, _ in words.most_common(size)] + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
+    )
     tokens += list("abcdefghijklmnopqrstuvwxyz0123456789")
     return {t: i for i, t in enumerate(dict.fromkeys(tokens))}
 
@@ -33,15 +35,20 @@ def build_tiny_model(out_dir: Path, hidden: int = 32, layers: int = 2, heads: in
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
     )
     hf_dir = out_dir / "hf"
     BertTokenizerFast(tokenizer_object=tok, do_lower_case=True, model_max_length=512).save_pretrained(hf_dir)
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=2 * hidden, max_position_embeddings=512,
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=512,
     )
     BertModel(config).save_pretrained(hf_dir)
     transformer = Transformer(str(hf_dir), max_seq_length=256)
