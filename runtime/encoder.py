@@ -53,7 +53,7 @@ class Encoder:
     def tokenize(self, sentences: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, with [CLS]/[SEP], truncated to max_seq_length; no padding."""
         texts = _check_texts(sentences)[0]
-        return [e.ids for e in self._encode_batch(texts)]
+        return self._token_ids(texts)
 
     def encode(
         self,
@@ -71,7 +71,7 @@ class Encoder:
         """
         texts, single = _check_texts(sentences)
         _check_batch_size(batch_size)
-        ids = [e.ids for e in self._encode_batch(texts)]
+        ids = self._token_ids(texts)
         out = np.empty((len(ids), self.manifest.dimension), dtype=np.float32)
         done = 0
         for rows in _batches(ids, batch_size):
@@ -86,13 +86,13 @@ class Encoder:
     def similarity(self, a: Texts | np.ndarray, b: Texts | np.ndarray) -> np.ndarray:
         """Cosine similarity matrix (n, m) of two sets of embeddings or texts, as SentenceTransformer.similarity."""
         x, y = self._as_unit_matrix(a, "a"), self._as_unit_matrix(b, "b")
-        return x @ y.T
+        return np.asarray(x @ y.T, dtype=np.float32)
 
     def _as_unit_matrix(self, value: Texts | np.ndarray, name: str) -> np.ndarray:
         if isinstance(value, str) or (
             isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value) and value
         ):
-            matrix = np.atleast_2d(self.encode(value))  # type: ignore[arg-type]
+            matrix = np.atleast_2d(self.encode(value))
         else:
             matrix = np.atleast_2d(np.asarray(value, dtype=np.float32))
         if matrix.ndim != 2 or matrix.shape[1] != self.manifest.dimension:
@@ -100,13 +100,14 @@ class Encoder:
             raise ValueError(f"{name}: expected texts or embeddings of shape {expected}, got shape {matrix.shape}")
         if not np.isfinite(matrix).all():
             raise ValueError(f"{name}: embeddings contain NaN or infinity")
-        return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), np.float32(1e-12))
+        return np.asarray(matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), np.float32(1e-12)))
 
-    def _encode_batch(self, texts: list[str]) -> list[object]:
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
         try:
-            return list(self._tokenizer.encode_batch(texts))
+            encodings = self._tokenizer.encode_batch(texts)
         except TypeError:  # tokenizers rejects str that is not valid UTF-8 (lone surrogates)
-            return list(self._tokenizer.encode_batch([_scrub(t) for t in texts]))
+            encodings = self._tokenizer.encode_batch([_scrub(t) for t in texts])
+        return [e.ids for e in encodings]
 
     def _run(self, rows: list[list[int]]) -> np.ndarray:
         width = max(len(r) for r in rows)
@@ -123,7 +124,7 @@ class Encoder:
             raise RuntimeError(
                 f"{self.folder}: graph produced non-finite embeddings for a batch of shape {input_ids.shape}"
             )
-        return emb
+        return np.asarray(emb, dtype=np.float32)
 
 
 def _load_tokenizer(data: bytes, folder: Path, max_seq_length: int) -> Tokenizer:
