@@ -170,18 +170,21 @@ def read_manifest(folder: Path) -> Manifest:
     return manifest
 
 
-def read_verified(folder: Path, entry: FileEntry) -> bytes:
-    """Read an artifact file and check its size and sha256 against the manifest."""
+def verify(folder: Path, entry: FileEntry) -> Path:
+    """Check an artifact file's size and sha256 against the manifest (streamed: no copy is kept); return its path."""
     path = folder / entry.file
+    digest = hashlib.sha256()
     try:
-        data = path.read_bytes()
+        size = path.stat().st_size
+        if size != entry.bytes:
+            raise ArtifactError(f"{path}: {size} bytes, manifest says {entry.bytes} (truncated or replaced?)")
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
     except FileNotFoundError as err:
         raise ArtifactError(f"{path}: file missing (listed in {MANIFEST_FILE})") from err
     except OSError as err:
         raise ArtifactError(f"{path}: unreadable: {err}") from err
-    if len(data) != entry.bytes:
-        raise ArtifactError(f"{path}: {len(data)} bytes, manifest says {entry.bytes} (truncated or replaced?)")
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != entry.sha256:
-        raise ArtifactError(f"{path}: sha256 mismatch (manifest says {entry.sha256}, file has {digest})")
-    return data
+    if digest.hexdigest() != entry.sha256:
+        raise ArtifactError(f"{path}: sha256 mismatch (manifest says {entry.sha256}, file has {digest.hexdigest()})")
+    return path

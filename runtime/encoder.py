@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from runtime.artifact import OUTPUT_NAME, Manifest, Precision, read_manifest, read_verified
+from runtime.artifact import OUTPUT_NAME, Manifest, Precision, read_manifest, verify
 from runtime.errors import ArtifactError
 from runtime.session import Provider, create_session, plan
 
@@ -37,11 +37,10 @@ class Encoder:
         self.device: str = chosen.device
         self.precision: Precision = chosen.precision
         self.max_seq_length: int = self.manifest.max_seq_length
-        self._tokenizer = _load_tokenizer(read_verified(folder, self.manifest.tokenizer), folder, self.max_seq_length)
-        graph = self.manifest.variants[self.precision].graph
-        self._session: ort.InferenceSession = create_session(
-            read_verified(folder, graph), folder / graph.file, self.manifest.dimension, self.device, threads
-        )
+        self._tokenizer = _load_tokenizer(verify(folder, self.manifest.tokenizer), self.max_seq_length)
+        graph = verify(folder, self.manifest.variants[self.precision].graph)
+        # onnxruntime reads the file itself: handing it a Python bytes copy costs ~20 MiB more peak RSS.
+        self._session: ort.InferenceSession = create_session(graph, self.manifest.dimension, self.device, threads)
 
     def __repr__(self) -> str:
         return f"Encoder({str(self.folder)!r}, device={self.device!r}, precision={self.precision.value!r})"
@@ -127,12 +126,12 @@ class Encoder:
         return np.asarray(emb, dtype=np.float32)
 
 
-def _load_tokenizer(data: bytes, folder: Path, max_seq_length: int) -> Tokenizer:
+def _load_tokenizer(path: Path, max_seq_length: int) -> Tokenizer:
     """The artifact's tokenizer with truncation and padding set here, never inherited from tokenizer.json."""
     try:
-        tokenizer = Tokenizer.from_str(data.decode("utf-8"))
+        tokenizer = Tokenizer.from_file(str(path))
     except Exception as err:
-        raise ArtifactError(f"{folder / 'tokenizer.json'}: not a valid tokenizers file: {err}") from err
+        raise ArtifactError(f"{path}: not a valid tokenizers file: {err}") from err
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length=max_seq_length, strategy="longest_first", direction="right")
     return tokenizer

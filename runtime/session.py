@@ -92,7 +92,7 @@ def session_options(threads: int | None) -> ort.SessionOptions:
 
 
 def create_session(
-    model: bytes, path: Path, dimension: int, device: str, threads: int | None, device_id: int = 0
+    path: Path, dimension: int, device: str, threads: int | None, device_id: int = 0
 ) -> ort.InferenceSession:
     """Build the session for an already hash-verified graph and check its input/output contract."""
     providers: list[str | tuple[str, dict[str, object]]] = [CPU_PROVIDER]
@@ -102,7 +102,7 @@ def create_session(
             CPU_PROVIDER,
         ]
     try:
-        session = ort.InferenceSession(model, sess_options=session_options(threads), providers=providers)
+        session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=providers)
     except Exception as err:  # onnxruntime raises its own (non-public) exception types
         raise ArtifactError(f"{path}: onnxruntime cannot load the graph: {err}") from err
     check_contract(session, path, dimension)

@@ -11,7 +11,7 @@ import pytest
 
 import runtime
 from export.data import evaluate_pairs
-from runtime.artifact import MANIFEST_FILE, Precision, read_manifest, read_verified
+from runtime.artifact import MANIFEST_FILE, Precision, read_manifest, verify
 
 # First 8 dimensions of the shipped int8 model's embedding of each text (recorded at export; see README).
 GOLDEN_PATH = Path(__file__).with_name("golden.json")
@@ -20,8 +20,8 @@ GOLDEN_PATH = Path(__file__).with_name("golden.json")
 def test_default_artifact_matches_its_manifest(default_dir: Path) -> None:
     manifest = read_manifest(default_dir)
     assert manifest.dimension == 384 and manifest.max_seq_length == 256
-    read_verified(default_dir, manifest.tokenizer)
-    read_verified(default_dir, manifest.variants[Precision.INT8].graph)
+    verify(default_dir, manifest.tokenizer)
+    verify(default_dir, manifest.variants[Precision.INT8].graph)
 
 
 def test_default_artifact_reaches_stsb_dev_spearman(encoder: runtime.Encoder, dev_pairs) -> None:

@@ -90,8 +90,8 @@ def test_manifest_records_hashes_metrics_and_provenance(tiny_artifact: Path) -> 
     assert set(manifest.variants) == set(Precision)
     for variant in manifest.variants.values():
         assert {"min_cosine", "dev_spearman", "dev_pearson"} <= set(variant.metrics)
-        runtime.artifact.read_verified(tiny_artifact, variant.graph)
-    runtime.artifact.read_verified(tiny_artifact, manifest.tokenizer)
+        runtime.artifact.verify(tiny_artifact, variant.graph)
+    runtime.artifact.verify(tiny_artifact, manifest.tokenizer)
     prov = manifest.provenance
     assert set(prov["data"]) == {"train", "dev"} and prov["versions"]["onnxruntime"] != "absent"
     assert manifest.dimension == 32 and manifest.max_seq_length == 256
