@@ -7,11 +7,15 @@ from pathlib import Path
 from export.deps import require
 
 
-def fuse(src: Path, dst: Path, num_heads: int, hidden_size: int, multi_head: bool = False) -> dict[str, int]:
+def fuse(
+    src: Path, dst: Path, num_heads: int, hidden_size: int, multi_head: bool = False, skip_layer_norm: bool = True
+) -> dict[str, int]:
     """Apply onnxruntime's BERT fusions; return the non-zero fusion counts.
 
     ``multi_head`` fuses attention as MultiHeadAttention, leaving the Q/K/V projections as MatMuls that int8
-    quantisation can reach (the Attention op packs them into one weight it cannot). EmbedLayerNormalization stays
+    quantisation can reach (the Attention op packs them into one weight it cannot). ``skip_layer_norm=False`` keeps
+    residual Add + LayerNormalization apart: onnxruntime 1.32's SkipLayerNormalization kernel was measured slower
+    than the pair on this CPU. EmbedLayerNormalization stays
     unfused: it would keep the word-embedding table out of reach of quantisation (optimum disables it too).
     """
     optimizer = require("onnxruntime.transformers.optimizer")
@@ -19,6 +23,7 @@ def fuse(src: Path, dst: Path, num_heads: int, hidden_size: int, multi_head: boo
     options = fusion_options.FusionOptions("bert")
     options.enable_embed_layer_norm = False
     options.use_multi_head_attention = multi_head
+    options.enable_skip_layer_norm = skip_layer_norm
     model = optimizer.optimize_model(
         str(src),
         model_type="bert",

@@ -46,6 +46,7 @@ def run_export(model_dir: Path, out_dir: Path, options: ExportOptions = ExportOp
     if Precision.FP32 not in options.precisions:
         raise ValueError("fp32 is the reference every other variant is derived from and judged against")
     start = time.perf_counter()
+    recover_interrupted(out_dir)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -174,6 +175,32 @@ def _version(package: str) -> str:
         return version(package)
     except PackageNotFoundError:
         return "absent"
+
+
+def recover_interrupted(out_dir: Path) -> None:
+    """Clean up after exports that were killed: drop their temporary folders, and if one died mid-swap (the old
+    artifact moved aside, the new one not yet in place), put the old artifact back."""
+    if not out_dir.parent.is_dir():
+        return
+    for leftover in sorted(out_dir.parent.glob(f".{out_dir.name}.*-*")):
+        kind, _, pid = leftover.name.rpartition("-")
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        if kind.endswith(".old") and not out_dir.exists():
+            log.warning("restoring %s from an interrupted export (%s)", out_dir, leftover.name)
+            leftover.rename(out_dir)
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _publish(tmp: Path, out_dir: Path) -> None:

@@ -115,8 +115,8 @@ def _rewrite(model: Any, sites: list[_Site], weights: dict[str, Any]) -> None:
         [
             numpy_helper.from_array(np.array(1e-8, np.float32), "rowq_eps"),
             numpy_helper.from_array(np.array(1 / 127, np.float32), "rowq_inv127"),
-            numpy_helper.from_array(np.array(128, np.float32), "rowq_128f"),
             numpy_helper.from_array(np.array(128, np.uint8), "rowq_zp"),
+            numpy_helper.from_array(np.array(1.0, np.float32), "rowq_one"),
         ]
     )
     # keyed by output name: protobuf may hand out a new wrapper object for the same node on each iteration
@@ -151,12 +151,10 @@ def _quantize_activation(helper: Any, tp: Any, graph: Any, numpy_helper: Any, si
         *smooth,
         helper.make_node("Abs", [x], [f"{p}_abs"], name=f"{p}_abs"),
         helper.make_node("ReduceMax", [f"{p}_abs"], [f"{p}_amax"], name=f"{p}_amax", axes=[-1], keepdims=1),
-        helper.make_node("Max", [f"{p}_amax", "rowq_eps"], [f"{p}_amax_eps"], name=f"{p}_amax_eps"),
-        helper.make_node("Mul", [f"{p}_amax_eps", "rowq_inv127"], [f"{p}_scale"], name=f"{p}_scale"),  # (B, T, 1)
-        helper.make_node("Div", [x, f"{p}_scale"], [f"{p}_scaled"], name=f"{p}_div"),
-        helper.make_node("Round", [f"{p}_scaled"], [f"{p}_rounded"], name=f"{p}_round"),
-        helper.make_node("Add", [f"{p}_rounded", "rowq_128f"], [f"{p}_shifted"], name=f"{p}_shift"),
-        helper.make_node("Cast", [f"{p}_shifted"], [f"{p}_q"], name=f"{p}_to_uint8", to=tp.UINT8),
+        helper.make_node("Max", [f"{p}_amax", "rowq_eps"], [f"{p}_scale"], name=f"{p}_amax_eps"),  # (B, T, 1)
+        helper.make_node("Div", [x, f"{p}_scale"], [f"{p}_unit"], name=f"{p}_div"),  # each row now in [-1, 1]
+        # round(unit * 127) + 128 as uint8; the 1/127 is folded into each weight's column scales below
+        helper.make_node("QuantizeLinear", [f"{p}_unit", "rowq_inv127", "rowq_zp"], [f"{p}_q"], name=f"{p}_quant"),
     ]
 
 
@@ -168,6 +166,7 @@ def _integer_matmul(
         w = w / site.inv_smooth[:, None]
     col_scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / 127.0  # (N,)
     w_q = np.clip(np.rint(w / col_scale), -127, 127).astype(np.int8)
+    col_scale = col_scale / 127.0  # the activation side's 1/127
     q = f"{matmul.name or matmul.output[0]}_int8".replace("/", "_")
     graph.initializer.extend(
         [
@@ -177,9 +176,14 @@ def _integer_matmul(
     )
     p = site.prefix
     return [
-        helper.make_node("MatMulInteger", [f"{p}_q", f"{q}_w", "rowq_zp"], [f"{q}_i32"], name=f"{q}_matmul"),
-        helper.make_node("Cast", [f"{q}_i32"], [f"{q}_f"], name=f"{q}_to_float", to=tp.FLOAT),
-        helper.make_node("Mul", [f"{q}_f", f"{q}_col_scale"], [f"{q}_cols"], name=f"{q}_col_scale"),
+        # int8 GEMM with the per-column scales applied in its epilogue (onnxruntime contrib op)
+        helper.make_node(
+            "MatMulIntegerToFloat",
+            [f"{p}_q", f"{q}_w", "rowq_one", f"{q}_col_scale", "rowq_zp"],
+            [f"{q}_cols"],
+            name=f"{q}_matmul",
+            domain="com.microsoft",
+        ),
         helper.make_node("Mul", [f"{q}_cols", f"{p}_scale"], [matmul.output[0]], name=f"{q}_row_scale"),
     ]
 
