@@ -10,9 +10,9 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from runtime.artifact import OUTPUT_NAME, Manifest, Precision, read_manifest, verify
+from runtime.artifact import Manifest, Precision, read_manifest, verify
 from runtime.errors import ArtifactError
-from runtime.session import Provider, create_session, plan
+from runtime.session import Provider, create_session, infer, plan
 
 # Upper bound on padded tokens per session run. Attention memory grows with batch * seq_len^2, so this keeps one run
 # under a few hundred MB whatever batch_size the caller asks for (256 tokens -> at most 64 texts a run).
@@ -116,7 +116,7 @@ class Encoder:
             input_ids[i, : len(r)] = r
             attention_mask[i, : len(r)] = 1
         try:
-            (emb,) = self._session.run([OUTPUT_NAME], {"input_ids": input_ids, "attention_mask": attention_mask})
+            emb = infer(self._session, self.device, {"input_ids": input_ids, "attention_mask": attention_mask})
         except Exception as err:
             raise RuntimeError(f"onnxruntime failed on a batch of shape {input_ids.shape}: {err}") from err
         if not np.isfinite(emb).all():

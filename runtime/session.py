@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 
 from runtime.artifact import INPUT_NAMES, OUTPUT_NAME, Manifest, Precision
@@ -97,16 +98,41 @@ def create_session(
     """Build the session for an already hash-verified graph and check its input/output contract."""
     providers: list[str | tuple[str, dict[str, object]]] = [CPU_PROVIDER]
     if device == "cuda":
-        providers = [
-            (CUDA_PROVIDER, {"device_id": device_id, "arena_extend_strategy": "kSameAsRequested"}),
-            CPU_PROVIDER,
-        ]
+        cuda_options: dict[str, object] = {
+            "device_id": device_id,
+            "arena_extend_strategy": "kSameAsRequested",  # grow by what a batch needs, not in powers of two
+            "do_copy_in_default_stream": True,
+        }
+        providers = [(CUDA_PROVIDER, cuda_options), CPU_PROVIDER]
     try:
         session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=providers)
     except Exception as err:  # onnxruntime raises its own (non-public) exception types
         raise ArtifactError(f"{path}: onnxruntime cannot load the graph: {err}") from err
+    if device == "cuda" and CUDA_PROVIDER not in session.get_providers():
+        # onnxruntime falls back to the CPU when the CUDA libraries fail to load; a CUDA request must not.
+        raise ProviderUnavailable(
+            f"{path}: CUDA provider could not be initialised (session uses {session.get_providers()})"
+        )
     check_contract(session, path, dimension)
     return session
+
+
+def infer(session: ort.InferenceSession, device: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """Run one batch; on CUDA through IO binding, so inputs go to the device once and the output comes back once."""
+    if device == "cpu":
+        (out,) = session.run([OUTPUT_NAME], feeds)
+        return np.asarray(out)
+    return infer_bound(session, device, feeds)
+
+
+def infer_bound(session: ort.InferenceSession, device: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """IO-bound run with the output allocated on ``device`` ("cuda" or "cpu") and copied to host at the end."""
+    binding = session.io_binding()
+    for name, value in feeds.items():
+        binding.bind_cpu_input(name, value)
+    binding.bind_output(OUTPUT_NAME, device)
+    session.run_with_iobinding(binding)
+    return np.asarray(binding.copy_outputs_to_cpu()[0])
 
 
 def check_contract(session: ort.InferenceSession, path: Path, dimension: int) -> None:

@@ -204,3 +204,12 @@ def test_bad_load_arguments(default_dir: Path, kwargs: dict, message: str) -> No
 def test_threads_setting_gives_same_vectors(default_dir: Path, encoder: runtime.Encoder) -> None:
     single = runtime.load(default_dir, threads=1)
     np.testing.assert_allclose(single.encode(SENTENCES), encoder.encode(SENTENCES), atol=1e-5)
+
+
+def test_io_bound_run_matches_plain_run(encoder: runtime.Encoder) -> None:
+    """The CUDA path's IO binding, exercised with a host-side output on the CPU provider."""
+    from runtime.session import infer, infer_bound
+
+    ids = np.array(encoder.tokenize(["a bound run", "must equal the plain run"])[0:1] * 2, dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    np.testing.assert_array_equal(infer_bound(encoder._session, "cpu", feeds), infer(encoder._session, "cpu", feeds))
