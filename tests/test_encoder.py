@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import runtime
-from runtime.encoder import MAX_BATCH_TOKENS
+from runtime.encoder import TOKENS_PER_RUN, _batches
 
 DIM = 384
 SENTENCES = [
@@ -149,7 +149,7 @@ def test_lone_surrogates_are_replaced(encoder: runtime.Encoder) -> None:
 
 
 def test_long_batch_is_split_under_token_bound(encoder: runtime.Encoder) -> None:
-    texts = ["word " * 300] * (MAX_BATCH_TOKENS // 256 + 5)
+    texts = ["word " * 300] * (TOKENS_PER_RUN["cpu"] // 256 + 5)
     out = encoder.encode(texts, batch_size=10_000)
     assert out.shape == (len(texts), DIM)
     np.testing.assert_allclose(out, np.broadcast_to(out[0], out.shape), atol=1e-6)
@@ -213,3 +213,12 @@ def test_io_bound_run_matches_plain_run(encoder: runtime.Encoder) -> None:
     ids = np.array(encoder.tokenize(["a bound run", "must equal the plain run"])[0:1] * 2, dtype=np.int64)
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
     np.testing.assert_array_equal(infer_bound(encoder._session, "cpu", feeds), infer(encoder._session, "cpu", feeds))
+
+
+def test_batches_respect_token_budget_and_batch_size() -> None:
+    ids = [[0] * n for n in (256, 10, 256, 3, 40, 40, 200, 7)]
+    batches = list(_batches(ids, batch_size=3, max_tokens=512))
+    assert sorted(i for b in batches for i in b) == list(range(len(ids)))
+    for b in batches:
+        assert len(b) <= 3 and len(b) * max(len(ids[i]) for i in b) <= 512
+    assert [len(ids[b[0]]) for b in batches] == sorted((len(ids[b[0]]) for b in batches), reverse=True)
