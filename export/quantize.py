@@ -3,9 +3,9 @@
 Every dense layer ``y = x @ W`` (x: (B, T, K), W: (K, N)) becomes::
 
     x' = x * inv_smooth                       # SmoothQuant: per-channel outliers moved from x into W (calibrated)
-    s_row = max(|x'|, axis=-1) / 127          # one scale per token: no dependence on the rest of the batch
-    q = uint8(round(x' / s_row) + 128)
-    y = float(MatMulInteger(q, W_int8, 128)) * s_col * s_row
+    m = max(|x'|, axis=-1)                    # one scale per token: no dependence on the rest of the batch
+    q = QuantizeLinear(x' / m, 1/127, 128)    # uint8
+    y = MatMulIntegerToFloat(q, W_int8, col_scale / 127, zero point 128) * m
 
 onnxruntime's stock dynamic quantisation picks one activation scale per batch tensor, so a text's vector changes with
 its batch-mates (cosine to itself down to 0.986 measured on this model); per-token scales remove that, and smoothing
@@ -129,18 +129,20 @@ def _rewrite(model: Any, sites: list[_Site], weights: dict[str, Any]) -> None:
             continue
         site = by_first_matmul.get(node.output[0])
         if site is not None:  # quantise the shared input once, just before its first consumer
-            nodes += _quantize_activation(helper, onnx.TensorProto, graph, numpy_helper, site)
+            nodes += _quantize_activation(helper, graph, numpy_helper, site)
             for matmul in site.matmuls:
-                nodes += _integer_matmul(helper, onnx.TensorProto, graph, numpy_helper, weights, site, matmul)
+                nodes += _integer_matmul(helper, graph, numpy_helper, weights, site, matmul)
     used = {name for n in nodes for name in n.input}
     kept = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
     del graph.node[:]
     graph.node.extend(nodes)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
 
 
-def _quantize_activation(helper: Any, tp: Any, graph: Any, numpy_helper: Any, site: _Site) -> list[Any]:
+def _quantize_activation(helper: Any, graph: Any, numpy_helper: Any, site: _Site) -> list[Any]:
     p, x = site.prefix, site.tensor
     smooth = []
     if site.inv_smooth is not None:
@@ -159,7 +161,7 @@ def _quantize_activation(helper: Any, tp: Any, graph: Any, numpy_helper: Any, si
 
 
 def _integer_matmul(
-    helper: Any, tp: Any, graph: Any, numpy_helper: Any, weights: dict[str, Any], site: _Site, matmul: Any
+    helper: Any, graph: Any, numpy_helper: Any, weights: dict[str, Any], site: _Site, matmul: Any
 ) -> list[Any]:
     w = numpy_helper.to_array(weights[matmul.input[1]]).astype(np.float32)  # (K, N)
     if site.inv_smooth is not None:

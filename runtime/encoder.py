@@ -32,6 +32,7 @@ class Encoder:
         precision: Precision | None = None,
         threads: int | None = None,
     ) -> None:
+        folder = Path(folder)
         self.folder = folder
         self.manifest: Manifest = read_manifest(folder)
         chosen = plan(self.manifest, folder, provider, precision)
