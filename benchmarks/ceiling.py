@@ -45,8 +45,9 @@ def _timed(run: Callable[[], object]) -> float:
 
 
 def measure(n: int, threads: int) -> dict[str, float]:
-    """Best GEMM rates (giga-ops/s) at sizes n/2 and n: numpy fp32, and onnxruntime fp32 MatMul, MatMulInteger and
-    MatMulNBits. The onnxruntime rates need the ``onnx`` package to build their graphs and are left out without it.
+    """Best GEMM rates (giga-ops/s) at sizes n/2 and n: numpy fp32, and onnxruntime fp32 MatMul and MatMulInteger
+    (the kernel behind the runtime's int8 MatMulIntegerToFloat). The onnxruntime rates need the ``onnx`` package to
+    build their graphs and are left out without it.
     """
     rates: dict[str, float] = {}
     for size in (n // 2, n):
@@ -65,8 +66,8 @@ def fp32_gemm_gflops(n: int) -> float:
 
 
 def onnxruntime_gemm_gops(n: int, threads: int) -> dict[str, float]:
-    """onnxruntime rates on n x n x n with a constant right-hand side, as in the models' dense layers: fp32 MatMul,
-    MatMulInteger (u8 x s8 -> s32) and MatMulNBits (8-bit weights, int8 compute)."""
+    """onnxruntime rates on n x n x n with a constant right-hand side, as in the models' dense layers: fp32 MatMul
+    and MatMulInteger (u8 x s8 -> s32)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -82,7 +83,6 @@ def onnxruntime_gemm_gops(n: int, threads: int) -> dict[str, float]:
     for name, graph, feed in (
         ("fp32_onnxruntime", _graph("MatMul", b_f32, np.float32).SerializeToString(), {"A": a_f32}),
         ("int8_matmulinteger", _graph("MatMulInteger", b_i8, np.uint8).SerializeToString(), {"A": a_u8}),
-        ("int8_matmulnbits", _nbits(_graph("MatMul", b_f32, np.float32)), {"A": a_f32}),
     ):
         session = ort.InferenceSession(graph, sess_options=options, providers=["CPUExecutionProvider"])
         rates[name] = _best_rate(lambda s=session, f=feed: s.run(None, f), 2.0 * n**3, REPEATS)
@@ -103,15 +103,3 @@ def _graph(op: str, b: np.ndarray, a_type: type) -> Any:
         [numpy_helper.from_array(b, "B")],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
-
-
-def _nbits(model: Any) -> bytes:
-    """The MatMul as onnxruntime's weight-only quantiser rewrites it: 8-bit blocks of 32, int8 compute (level 4)."""
-    from onnxruntime.quantization import matmul_nbits_quantizer as nbits
-
-    config = nbits.DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True, accuracy_level=4, bits=8)
-    quantizer = nbits.MatMulNBitsQuantizer(
-        model, bits=8, block_size=32, is_symmetric=True, accuracy_level=4, algo_config=config
-    )
-    quantizer.process()
-    return bytes(quantizer.model.model.SerializeToString())
