@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from export.data import DATA_DIR, SPLIT_FILES, StsPair, read_sts, sts_score
+from export.data import DATA_DIR, SPLIT_FILES, StsPair, StsScore, read_sts, sts_score
 from export.deps import require
 from export.graph import export_onnx, load_sentence_transformer
 from export.optimize import convert_fp16, fuse
@@ -61,40 +61,11 @@ def run_export(model_dir: Path, out_dir: Path, options: ExportOptions = ExportOp
 
 def _build(model_dir: Path, tmp: Path, options: ExportOptions, start: float) -> Manifest:
     model = load_sentence_transformer(model_dir)
-    config = model[0].auto_model.config
-    raw = tmp / "model.traced.onnx"
-    export_onnx(model, raw)
-    fp32 = tmp / Precision.FP32.file_name
-    heads, hidden = config.num_attention_heads, config.hidden_size
-    # CPU graphs keep residual Add + LayerNormalization unfused (faster on the CPU provider, see optimize.fuse)
-    fusions = fuse(raw, fp32, heads, hidden, skip_layer_norm=False)
-    log.info("fusions: %s", fusions)
-    settings: dict[Precision, dict[str, Any]] = {Precision.FP32: {"fusions": fusions}}
     _write_tokenizer(model_dir, tmp / TOKENIZER_FILE, model.max_seq_length)
-    if Precision.INT8 in options.precisions:
-        multi_head = tmp / "model.mha.onnx"
-        int8_fusions = fuse(raw, multi_head, heads, hidden, multi_head=True, skip_layer_norm=False)
-        calibration = _calibration_feeds(tmp / TOKENIZER_FILE, options.int8.calibration_sentences)
-        quantized = quantize_int8(multi_head, tmp / Precision.INT8.file_name, calibration, options.int8)
-        multi_head.unlink()
-        settings[Precision.INT8] = {
-            "fusions": int8_fusions,
-            "quantized_matmuls": quantized,
-            "quantization": options.int8.as_dict(),
-        }
-    if Precision.FP16 in options.precisions:
-        gpu_fused = tmp / "model.gpu.onnx"
-        fp16_fusions = fuse(raw, gpu_fused, heads, hidden)
-        convert_fp16(gpu_fused, tmp / Precision.FP16.file_name)
-        gpu_fused.unlink()
-        settings[Precision.FP16] = {"fusions": fp16_fusions, "keep_io_types": True}
-    raw.unlink()
-
+    settings = _write_graphs(model, tmp, options)
     pairs = options.dev_pairs if options.dev_pairs is not None else read_sts("dev")
-    texts = [p.s1 for p in pairs] + [p.s2 for p in pairs]
-    reference = model.encode(texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=False)
-    n = len(pairs)
-    torch_score = sts_score(reference[:n], reference[n:], np.array([p.score for p in pairs]))
+    reference = _pytorch_reference(model, pairs)
+    torch_score = _score(reference, pairs)
 
     def manifest_of(checks: dict[Precision, VariantCheck]) -> Manifest:
         variants = {
@@ -103,14 +74,14 @@ def _build(model_dir: Path, tmp: Path, options: ExportOptions, start: float) -> 
         }
         return Manifest(
             name=model_dir.name,
-            dimension=config.hidden_size,
+            dimension=model[0].auto_model.config.hidden_size,
             max_seq_length=model.max_seq_length,
             tokenizer=FileEntry.of(tmp / TOKENIZER_FILE),
             variants=variants,
-            provenance=_provenance(model_dir, torch_score.spearman, torch_score.pearson, len(texts), start),
+            provenance=_provenance(model_dir, torch_score.spearman, torch_score.pearson, len(reference), start),
         )
 
-    manifest_of({}).write(tmp)
+    manifest_of({}).write(tmp)  # the runtime validates the variants through this manifest
     checks = _validate(tmp, settings, reference, pairs, options.gates)
     for precision in [p for p in settings if p not in checks]:
         (tmp / precision.file_name).unlink()
@@ -118,6 +89,48 @@ def _build(model_dir: Path, tmp: Path, options: ExportOptions, start: float) -> 
     manifest = manifest_of(checks)
     manifest.write(tmp)
     return manifest
+
+
+def _write_graphs(model: Any, tmp: Path, options: ExportOptions) -> dict[Precision, dict[str, Any]]:
+    """Trace once, then write each requested variant; return the settings that made each."""
+    config = model[0].auto_model.config
+    heads, hidden = config.num_attention_heads, config.hidden_size
+    raw = tmp / "model.traced.onnx"
+    export_onnx(model, raw)
+    # CPU graphs keep residual Add + LayerNormalization unfused (faster on the CPU provider, see optimize.fuse)
+    fusions = fuse(raw, tmp / Precision.FP32.file_name, heads, hidden, skip_layer_norm=False)
+    log.info("fusions: %s", fusions)
+    settings: dict[Precision, dict[str, Any]] = {Precision.FP32: {"fusions": fusions}}
+    if Precision.INT8 in options.precisions:
+        settings[Precision.INT8] = _write_int8(raw, tmp, heads, hidden, options.int8)
+    if Precision.FP16 in options.precisions:
+        gpu_fused = tmp / "model.gpu.onnx"
+        fp16_fusions = fuse(raw, gpu_fused, heads, hidden)
+        convert_fp16(gpu_fused, tmp / Precision.FP16.file_name)
+        gpu_fused.unlink()
+        settings[Precision.FP16] = {"fusions": fp16_fusions, "keep_io_types": True}
+    raw.unlink()
+    return settings
+
+
+def _write_int8(raw: Path, tmp: Path, heads: int, hidden: int, int8: Int8Settings) -> dict[str, Any]:
+    multi_head = tmp / "model.mha.onnx"
+    fusions = fuse(raw, multi_head, heads, hidden, multi_head=True, skip_layer_norm=False)
+    calibration = _calibration_feeds(tmp / TOKENIZER_FILE, int8.calibration_sentences)
+    quantized = quantize_int8(multi_head, tmp / Precision.INT8.file_name, calibration, int8)
+    multi_head.unlink()
+    return {"fusions": fusions, "quantized_matmuls": quantized, "quantization": int8.as_dict()}
+
+
+def _pytorch_reference(model: Any, pairs: list[StsPair]) -> np.ndarray:
+    """PyTorch embeddings of every s1, then every s2: what each variant is compared with."""
+    texts = [p.s1 for p in pairs] + [p.s2 for p in pairs]
+    return np.asarray(model.encode(texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=False))
+
+
+def _score(embeddings: np.ndarray, pairs: list[StsPair]) -> StsScore:
+    n = len(pairs)
+    return sts_score(embeddings[:n], embeddings[n:], np.array([p.score for p in pairs]))
 
 
 def _validate(
