@@ -1,6 +1,6 @@
 """Long run: 100,000 texts of varied lengths through encode() calls of 1-8 texts on one encoder, sampling RSS.
 
-    python -m benchmarks.soak [--texts 100000] [--out benchmarks/results/soak.json]
+python -m benchmarks.soak [--texts 100000] [--out benchmarks/results/soak.json]
 """
 
 from __future__ import annotations

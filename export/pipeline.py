@@ -22,9 +22,9 @@ from export.deps import require
 from export.graph import export_onnx, load_sentence_transformer
 from export.optimize import convert_fp16, fuse
 from export.quantize import Feeds, Int8Settings, quantize_int8
-from export.train import TRAIN_REPORT, sha256_file
+from export.train import TRAIN_REPORT
 from export.validate import Gates, VariantCheck, check_variant, gate_failure
-from runtime.artifact import TOKENIZER_FILE, FileEntry, Manifest, Precision, Variant
+from runtime.artifact import TOKENIZER_FILE, FileEntry, Manifest, Precision, Variant, sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -14,6 +13,7 @@ import numpy as np
 
 from export.data import DATA_DIR, SPLIT_FILES, StsPair, StsScore, evaluate_pairs, read_sts
 from export.deps import require
+from runtime.artifact import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +52,6 @@ class TrainReport:
     recipe: dict[str, object]
     epochs: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def base_model_dir() -> Path:

@@ -53,8 +53,7 @@ class FileEntry:
     @classmethod
     def of(cls, path: Path) -> FileEntry:
         """Describe an existing file."""
-        data = path.read_bytes()
-        return cls(file=path.name, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+        return cls(file=path.name, sha256=sha256_file(path), bytes=path.stat().st_size)
 
 
 @dataclass(frozen=True)
@@ -170,21 +169,27 @@ def read_manifest(folder: Path) -> Manifest:
     return manifest
 
 
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, streamed in 1 MiB blocks (no copy of the file is kept)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def verify(folder: Path, entry: FileEntry) -> Path:
     """Check an artifact file's size and sha256 against the manifest (streamed: no copy is kept); return its path."""
     path = folder / entry.file
-    digest = hashlib.sha256()
     try:
         size = path.stat().st_size
         if size != entry.bytes:
             raise ArtifactError(f"{path}: {size} bytes, manifest says {entry.bytes} (truncated or replaced?)")
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        digest = sha256_file(path)
     except FileNotFoundError as err:
         raise ArtifactError(f"{path}: file missing (listed in {MANIFEST_FILE})") from err
     except OSError as err:
         raise ArtifactError(f"{path}: unreadable: {err}") from err
-    if digest.hexdigest() != entry.sha256:
-        raise ArtifactError(f"{path}: sha256 mismatch (manifest says {entry.sha256}, file has {digest.hexdigest()})")
+    if digest != entry.sha256:
+        raise ArtifactError(f"{path}: sha256 mismatch (manifest says {entry.sha256}, file has {digest})")
     return path

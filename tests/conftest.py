@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,14 @@ def default_dir() -> Path:
 def encoder() -> runtime.Encoder:
     """The shipped default model (int8, CPU), loaded once."""
     return runtime.load(provider="cpu")
+
+
+@pytest.fixture()
+def damaged(default_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the default artifact to break."""
+    copy = tmp_path / "artifact"
+    shutil.copytree(default_dir, copy, ignore=shutil.ignore_patterns("model.fp32.onnx", "model.fp16.onnx", "__*"))
+    return copy
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -36,14 +35,6 @@ def test_golden_vectors(encoder: runtime.Encoder) -> None:
     assert golden["graph_sha256"] == encoder.manifest.variants[Precision.INT8].graph.sha256, "regenerate golden.json"
     for text, dims in golden["vectors"].items():
         np.testing.assert_allclose(encoder.encode(text)[: len(dims)], dims, atol=1e-4)
-
-
-@pytest.fixture()
-def damaged(default_dir: Path, tmp_path: Path) -> Path:
-    """A private copy of the default artifact to break."""
-    copy = tmp_path / "artifact"
-    shutil.copytree(default_dir, copy, ignore=shutil.ignore_patterns("model.fp32.onnx", "model.fp16.onnx", "__*"))
-    return copy
 
 
 def _int8(folder: Path) -> Path:

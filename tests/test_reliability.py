@@ -84,11 +84,10 @@ def test_several_encoders_in_one_process(default_dir: Path, encoder: runtime.Enc
         np.testing.assert_allclose(got, want, atol=BATCH_INVARIANCE_ATOL)
 
 
-def test_corrupt_tokenizer_with_matching_manifest_is_refused(default_dir: Path, tmp_path: Path) -> None:
+def test_corrupt_tokenizer_with_matching_manifest_is_refused(damaged: Path) -> None:
     import json
 
-    folder = tmp_path / "artifact"
-    shutil.copytree(default_dir, folder, ignore=shutil.ignore_patterns("model.fp32.onnx", "model.fp16.onnx", "__*"))
+    folder = damaged
     (folder / "tokenizer.json").write_text('{"not": "a tokenizer"}')
     data = json.loads((folder / "manifest.json").read_text())
     entry = runtime.artifact.FileEntry.of(folder / "tokenizer.json")
