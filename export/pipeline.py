@@ -25,6 +25,7 @@ from export.quantize import Feeds, Int8Settings, quantize_int8
 from export.train import TRAIN_REPORT
 from export.validate import Gates, VariantCheck, check_variant, gate_failure
 from runtime.artifact import TOKENIZER_FILE, FileEntry, Manifest, Precision, Variant, sha256_file
+from runtime.cpu import cpu_model, isa_class, isa_flags
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,7 @@ def _provenance(model_dir: Path, spearman: float, pearson: float, n_sentences: i
             "sentences": n_sentences,
         },
         "export_seconds": round(time.perf_counter() - start, 1),
+        "cpu": {"model": cpu_model(), "isa_class": isa_class(), "isa_flags": list(isa_flags())},
         "versions": {lib: _version(lib) for lib in LIBRARIES} | {"python": platform.python_version()},
     }
 

@@ -1,15 +1,25 @@
-"""int8 CPU graph: per-token dynamic activations x per-channel weights, SmoothQuant-balanced, int8 word embeddings.
+"""int8 CPU graph: per-token dynamic activations x per-channel 7-bit weights, SmoothQuant-balanced, int8 embeddings.
 
 Every dense layer ``y = x @ W`` (x: (B, T, K), W: (K, N)) becomes::
 
     x' = x * inv_smooth                       # SmoothQuant: per-channel outliers moved from x into W (calibrated)
     m = max(|x'|, axis=-1)                    # one scale per token: no dependence on the rest of the batch
-    q = QuantizeLinear(x' / m, 1/127, 128)    # uint8
-    y = MatMulIntegerToFloat(q, W_int8, col_scale / 127, zero point 128) * m
+    q = QuantizeLinear(x' / m, 1/127, 128)    # uint8 in [1, 255]
+    y = MatMulIntegerToFloat(q, W_q, col_scale / 127, zero point 128) * m     # W_q int8 in [-64, 64]
 
 onnxruntime's stock dynamic quantisation picks one activation scale per batch tensor, so a text's vector changes with
-its batch-mates (cosine to itself down to 0.986 measured on this model); per-token scales remove that, and smoothing
-recovers most of the accuracy per-tensor scaling loses to MiniLM's outlier channels.
+its batch-mates (cosine to itself down to 0.955 between batch 1 and 32 on this model, the benchmark's fidelity table);
+per-token scales remove that, and smoothing recovers most of the accuracy per-tensor scaling loses to MiniLM's
+outlier channels.
+
+Weights use 7 bits and a half (|w| <= 64), not 8: on x86 CPUs without VNNI (AVX2, AVX-512 without VNNI, SSE4.1)
+onnxruntime's u8 x s8 kernels add each pair of products into a saturating int16 (``vpmaddubsw``/``pmaddubsw``), and
+255 * 127 * 2 = 64,770 overflows it (onnxruntime issue #6004). With |w| <= 64 a pair is at most 255 * 64 * 2 = 32,640
+< 32,767, so every instruction set computes the exact integer product (VNNI and ARM accumulate in int32 anyway) and
+the graph gives the same vectors on every CPU. :mod:`export.reference` builds the graph's exact float twin to prove it.
+
+Smoothing factors are rounded to powers of two: the fp32 calibration pass differs in its last bits between CPUs, and
+unrounded factors made a re-export on another CPU write different weights; powers of two also scale exactly.
 """
 
 from __future__ import annotations
@@ -24,6 +34,10 @@ import numpy as np
 from export.deps import require
 
 Feeds = dict[str, np.ndarray]
+
+# |int8 weight| bound that keeps u8 x s8 pair sums inside int16 (see the module docstring): 2 * 255 * 64 < 2^15.
+WEIGHT_LEVELS = 64
+ACTIVATION_LEVELS = 127  # uint8 activations around zero point 128: [1, 255]
 
 
 @dataclass(frozen=True)
@@ -40,7 +54,9 @@ class Int8Settings:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "method": "per-token dynamic int8 activations, per-channel int8 weights (MatMulInteger)",
+            "method": "per-token dynamic uint8 activations, per-channel int8 weights in [-64, 64] (MatMulInteger)",
+            "weight_levels": WEIGHT_LEVELS,
+            "smoothing_rounded_to": "powers of two",
             **asdict(self),
         }
 
@@ -104,7 +120,13 @@ def _inverse_smoothing(site: _Site, weights: dict[str, Any], act_max: np.ndarray
     numpy_helper = require("onnx").numpy_helper
     w_max = np.max([np.abs(numpy_helper.to_array(weights[m.input[1]])).max(axis=1) for m in site.matmuls], axis=0)
     smooth = np.power(np.maximum(act_max, 1e-5), alpha) / np.power(np.maximum(w_max, 1e-5), 1 - alpha)
-    return (1.0 / np.clip(smooth, 1e-3, 1e3)).astype(np.float32)
+    return power_of_two(1.0 / np.clip(smooth, 1e-3, 1e3))
+
+
+def power_of_two(x: np.ndarray) -> np.ndarray:
+    """Each positive value rounded to the nearest power of two (in log space), as float32."""
+    exponents = np.rint(np.log2(np.asarray(x, dtype=np.float64))).astype(np.int64)
+    return np.ldexp(np.float32(1.0), exponents).astype(np.float32)  # ldexp is exact, unlike exp2 on some SIMD paths
 
 
 def _rewrite(model: Any, sites: list[_Site], weights: dict[str, Any]) -> None:
@@ -114,7 +136,7 @@ def _rewrite(model: Any, sites: list[_Site], weights: dict[str, Any]) -> None:
     graph.initializer.extend(
         [
             numpy_helper.from_array(np.array(1e-8, np.float32), "rowq_eps"),
-            numpy_helper.from_array(np.array(1 / 127, np.float32), "rowq_inv127"),
+            numpy_helper.from_array(np.array(1 / ACTIVATION_LEVELS, np.float32), "rowq_inv127"),
             numpy_helper.from_array(np.array(128, np.uint8), "rowq_zp"),
             numpy_helper.from_array(np.array(1.0, np.float32), "rowq_one"),
         ]
@@ -166,9 +188,9 @@ def _integer_matmul(
     w = numpy_helper.to_array(weights[matmul.input[1]]).astype(np.float32)  # (K, N)
     if site.inv_smooth is not None:
         w = w / site.inv_smooth[:, None]
-    col_scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / 127.0  # (N,)
-    w_q = np.clip(np.rint(w / col_scale), -127, 127).astype(np.int8)
-    col_scale = col_scale / 127.0  # the activation side's 1/127
+    col_scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / WEIGHT_LEVELS  # (N,)
+    w_q = np.clip(np.rint(w / col_scale), -WEIGHT_LEVELS, WEIGHT_LEVELS).astype(np.int8)
+    col_scale = col_scale / ACTIVATION_LEVELS  # the activation side's 1/127
     q = f"{matmul.name or matmul.output[0]}_int8".replace("/", "_")
     graph.initializer.extend(
         [

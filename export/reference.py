@@ -1,0 +1,101 @@
+"""The exact reference of an int8 graph: the same integers, multiplied in float32 instead of an integer GEMM.
+
+Every ``MatMulIntegerToFloat(q, w, a_scale, b_scale, a_zero_point)`` of :mod:`export.quantize` becomes::
+
+    MatMul(Cast(q) - a_zero_point, float(w)) * (a_scale * b_scale)
+
+With 7-bit weights and 8-bit activations every product is below 2^13 and every dot product below 2^24 in magnitude
+(K <= 1,536), so float32 holds each partial sum exactly, in any summation order: the result is the exact integer
+dot product, scaled once, as onnxruntime's integer kernels produce it when they do not saturate. Running this graph
+next to the int8 graph on the same CPU therefore isolates the integer kernels: any difference above float rounding
+of the other (float) operators is a kernel that lost precision, e.g. the int16 saturation of ``vpmaddubsw`` on CPUs
+without VNNI (onnxruntime issue #6004).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.deps import require
+from runtime.artifact import TOKENIZER_FILE, FileEntry, Precision, Variant, read_manifest
+
+# float32 represents every integer up to 2^24 exactly; an integer dot product stays exact below that.
+EXACT_FLOAT32_LIMIT = 2**24
+
+
+def exact_reference(src: Path, dst: Path) -> int:
+    """Write the exact reference of int8 graph ``src`` to ``dst``; return how many integer matmuls were rewritten.
+
+    Raises ValueError when a weight's range could make a float32 dot product inexact.
+    """
+    onnx = require("onnx")
+    model = onnx.load(str(src))
+    rewritten = rewrite_integer_matmuls(model)
+    onnx.save(model, str(dst))
+    return rewritten
+
+
+def rewrite_integer_matmuls(model: Any) -> int:
+    """Rewrite every MatMulIntegerToFloat of ``model`` in place (see the module docstring)."""
+    onnx = require("onnx")
+    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    nodes: list[Any] = []
+    count = 0
+    for node in graph.node:
+        if node.op_type != "MatMulIntegerToFloat":
+            nodes.append(node)
+            continue
+        q, w_name, a_scale, b_scale, a_zp = list(node.input)[:5]
+        if len(node.input) > 5 or w_name not in inits or a_zp not in inits:
+            raise ValueError(f"{node.name}: expected (q, constant int8 w, a_scale, b_scale, constant a_zero_point)")
+        w = numpy_helper.to_array(inits[w_name]).astype(np.int64)
+        zero = int(numpy_helper.to_array(inits[a_zp]))
+        k = w.shape[0]
+        bound = k * max(zero, 255 - zero) * int(np.abs(w).max())
+        if bound >= EXACT_FLOAT32_LIMIT:
+            raise ValueError(f"{node.name}: |dot product| may reach {bound} >= 2^24; float32 would not be exact")
+        p = f"{node.name}_exact"
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(w.astype(np.float32), f"{p}_w"),
+                numpy_helper.from_array(np.array(zero, np.float32), f"{p}_zp"),
+            ]
+        )
+        nodes += [
+            helper.make_node("Cast", [q], [f"{p}_qf"], name=f"{p}_cast", to=onnx.TensorProto.FLOAT),
+            helper.make_node("Sub", [f"{p}_qf", f"{p}_zp"], [f"{p}_centred"], name=f"{p}_centre"),
+            helper.make_node("MatMul", [f"{p}_centred", f"{p}_w"], [f"{p}_acc"], name=f"{p}_matmul"),
+            helper.make_node("Mul", [a_scale, b_scale], [f"{p}_scale"], name=f"{p}_scales"),
+            helper.make_node("Mul", [f"{p}_acc", f"{p}_scale"], [node.output[0]], name=f"{p}_dequant"),
+        ]
+        count += 1
+    used = {name for n in nodes for name in n.input}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return count
+
+
+def reference_artifact(folder: Path, dst: Path) -> Path:
+    """A copy of artifact ``folder`` whose int8 slot holds the exact reference of its int8 graph.
+
+    ``runtime.load(dst, precision="int8")`` then runs the reference through the very tokenisation and batching the
+    int8 graph gets, so the two encoders' outputs are comparable vector for vector.
+    """
+    manifest = read_manifest(folder)
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(folder / TOKENIZER_FILE, dst / TOKENIZER_FILE)
+    graph = dst / Precision.INT8.file_name
+    exact_reference(folder / manifest.variants[Precision.INT8].graph.file, graph)
+    variant = Variant(Precision.INT8, FileEntry.of(graph), settings={"exact_reference_of": str(folder)})
+    replace(manifest, variants={Precision.INT8: variant}).write(dst)
+    return dst
