@@ -21,7 +21,7 @@ import numpy as np
 
 import runtime
 from export.data import dev_sentences
-from export.quantize import WEIGHT_LEVELS
+from export.quantize import SIGNED_ZERO_POINT, weight_levels
 from export.reference import reference_artifact
 from runtime.artifact import default_artifact_dir
 from runtime.cpu import isa_class
@@ -29,7 +29,9 @@ from runtime.cpu import isa_class
 # Long enough to reach the 256-token truncation: the longest GEMMs (K = 1,536 over 256 rows) run on it.
 LONG_TEXT = " ".join(["the quick brown fox jumps over the lazy dog near the river bank"] * 30)
 GOLDEN_TOLERANCE = 1e-4
-GOLDEN_TEXTS = ["A man is playing a guitar.", "Iran hopes nuclear talks will yield 'roadmap'", "", LONG_TEXT]
+# Short texts only: a 256-token text's float attention rounds differently on AVX2 and AVX-512 (see README), which
+# per-token requantisation amplifies to ~4e-3; the exact-reference check above covers long texts on every CPU.
+GOLDEN_TEXTS = ["A man is playing a guitar.", "Iran hopes nuclear talks will yield 'roadmap'", ""]
 
 
 def check_texts(count: int) -> list[str]:
@@ -47,12 +49,12 @@ def run(artifact: Path, reference: Path, count: int, tolerance: float, golden: P
     result: dict[str, object] = {
         "isa_class_reported": isa_class(),  # qemu-user passes the host's /proc/cpuinfo through: see --label
         "probe_error_full_range_weights": saturation_probe(127),
-        "probe_error_7bit_weights": saturation_probe(WEIGHT_LEVELS),
+        "probe_error_graph_weights": max(saturation_probe(weight_levels(zp), zp) for zp in (SIGNED_ZERO_POINT, 0)),
         "texts": len(texts),
         "max_abs_diff_to_exact": diff,
         "tolerance": tolerance,
     }
-    result["ok"] = diff <= tolerance and result["probe_error_7bit_weights"] == 0.0
+    result["ok"] = diff <= tolerance and result["probe_error_graph_weights"] == 0.0
     if golden is not None:
         data = json.loads(golden.read_text())
         encoder = runtime.load(artifact, provider="cpu", precision="int8")
@@ -66,11 +68,13 @@ def run(artifact: Path, reference: Path, count: int, tolerance: float, golden: P
     return result
 
 
-def saturation_probe(weight: int, k: int = 64) -> float:
-    """Largest error of one integer GEMM with all activations at 255 and all weights ``weight``, vs exact.
+def saturation_probe(weight: int, zero_point: int = SIGNED_ZERO_POINT, k: int = 64) -> float:
+    """Largest error of one integer GEMM with every activation at its largest (zero_point + 127) and every weight
+    ``weight``, against the exact result.
 
-    With full-range weights (127) the int16 pair sums of the non-VNNI x86 kernels saturate; with the graph's
-    7-bit weights (64) nothing can. A non-zero error for 127 shows that the run really reached such a kernel.
+    At zero point 128 (activations up to 255), full-range weights (127) saturate the int16 pair sums of the non-VNNI
+    x86 kernels and the graph's 64 cannot; at zero point 0 (activations up to 127), 127 cannot either. A non-zero
+    error for 127 at zero point 128 shows that the run really reached such a kernel.
     """
     import onnxruntime as ort
 
@@ -83,7 +87,7 @@ def saturation_probe(weight: int, k: int = 64) -> float:
         nh.from_array(np.full((k, 8), weight, np.int8), "w"),
         nh.from_array(np.array(1.0, np.float32), "one"),
         nh.from_array(np.ones(8, np.float32), "cols"),
-        nh.from_array(np.array(128, np.uint8), "zp"),
+        nh.from_array(np.array(zero_point, np.uint8), "zp"),
     ]
     graph = helper.make_graph(
         [node],
@@ -95,7 +99,7 @@ def saturation_probe(weight: int, k: int = 64) -> float:
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
     model = helper.make_model(graph, opset_imports=opsets)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    (y,) = session.run(None, {"q": np.full((4, k), 255, np.uint8)})
+    (y,) = session.run(None, {"q": np.full((4, k), zero_point + 127, np.uint8)})
     return float(np.abs(y.astype(np.float64) - 127.0 * weight * k).max())
 
 
@@ -106,7 +110,7 @@ def write_golden(artifact: Path, reference: Path, texts: list[str], path: Path, 
     encoder = runtime.load(reference, provider="cpu", precision="int8")
     data = {
         "graph_sha256": read_manifest(artifact).variants[Precision.INT8].graph.sha256,
-        "computed_by": "export.reference (exact-integer float32 twin of the int8 graph); regenerate with "
+        "computed_by": "export.reference (exact-integer float twin of the int8 graph); regenerate with "
         "python -m export.isa_check --write-golden tests/golden.json",
         "vectors": {t: [round(float(x), 6) for x in encoder.encode(t)[:dims]] for t in texts},
     }

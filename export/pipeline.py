@@ -118,9 +118,9 @@ def _write_int8(raw: Path, tmp: Path, heads: int, hidden: int, int8: Int8Setting
     multi_head = tmp / "model.mha.onnx"
     fusions = fuse(raw, multi_head, heads, hidden, multi_head=True, skip_layer_norm=False)
     calibration = _calibration_feeds(tmp / TOKENIZER_FILE, int8.calibration_sentences)
-    quantized = quantize_int8(multi_head, tmp / Precision.INT8.file_name, calibration, int8)
+    counts = quantize_int8(multi_head, tmp / Precision.INT8.file_name, calibration, int8)
     multi_head.unlink()
-    return {"fusions": fusions, "quantized_matmuls": quantized, "quantization": int8.as_dict()}
+    return {"fusions": fusions, **counts, "quantization": int8.as_dict()}
 
 
 def _pytorch_reference(model: Any, pairs: list[StsPair]) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""int8 CPU graph: per-token dynamic activations x per-channel 7-bit weights, SmoothQuant-balanced, int8 embeddings.
+"""int8 CPU graph: per-token dynamic activations x per-channel weights, SmoothQuant-balanced, int8 embeddings.
 
 Every dense layer ``y = x @ W`` (x: (B, T, K), W: (K, N)) becomes::
 
@@ -7,19 +7,29 @@ Every dense layer ``y = x @ W`` (x: (B, T, K), W: (K, N)) becomes::
     q = QuantizeLinear(x' / m, 1/127, 128)    # uint8 in [1, 255]
     y = MatMulIntegerToFloat(q, W_q, col_scale / 127, zero point 128) * m     # W_q int8 in [-64, 64]
 
+and the FFN output layer, whose input is a GELU output (never below -0.17), quantises ``x + 0.17`` one-sided::
+
+    q = QuantizeLinear((x + 0.17) * inv_smooth / m, 1/127, 0)                  # uint8 in [0, 127]
+    y = MatMulIntegerToFloat(q, W_q, col_scale / 127, zero point 0) * m        # W_q int8 in [-127, 127]
+
+with ``0.17 * sum(W, axis=0)`` taken back out of the layer's bias.
+
 onnxruntime's stock dynamic quantisation picks one activation scale per batch tensor, so a text's vector changes with
 its batch-mates (cosine to itself down to 0.955 between batch 1 and 32 on this model, the benchmark's fidelity table);
 per-token scales remove that, and smoothing recovers most of the accuracy per-tensor scaling loses to MiniLM's
 outlier channels.
 
-Weights use 7 bits and a half (|w| <= 64), not 8: on x86 CPUs without VNNI (AVX2, AVX-512 without VNNI, SSE4.1)
-onnxruntime's u8 x s8 kernels add each pair of products into a saturating int16 (``vpmaddubsw``/``pmaddubsw``), and
-255 * 127 * 2 = 64,770 overflows it (onnxruntime issue #6004). With |w| <= 64 a pair is at most 255 * 64 * 2 = 32,640
-< 32,767, so every instruction set computes the exact integer product (VNNI and ARM accumulate in int32 anyway) and
-the graph gives the same vectors on every CPU. :mod:`export.reference` builds the graph's exact float twin to prove it.
+No integer product can saturate on any CPU. On x86 without VNNI (AVX2, AVX-512 without VNNI, SSE4.1) onnxruntime's
+u8 x s8 kernels add each pair of products into a saturating int16 (``vpmaddubsw``/``pmaddubsw``; onnxruntime issue
+#6004), so ``2 * max(activation) * max|weight| <= 32,767`` must hold: 255 * 64 * 2 = 32,640 for the signed layers,
+127 * 127 * 2 = 32,258 for the shifted one (which is the one that needs 8-bit weights most: measured, 7-bit weights
+there cost the most accuracy). VNNI and ARM accumulate in int32 anyway. Every instruction set therefore computes the
+exact integer products and the graph gives the same vectors on every CPU; :mod:`export.reference` builds the graph's
+exact float twin to prove it.
 
-Smoothing factors are rounded to powers of two: the fp32 calibration pass differs in its last bits between CPUs, and
-unrounded factors made a re-export on another CPU write different weights; powers of two also scale exactly.
+Smoothing factors are rounded to powers of two: the fp32 calibration pass differs in its last bits between CPUs
+without FMA and those with it, and unrounded factors would make a re-export on such a CPU write different weights;
+powers of two also scale exactly.
 """
 
 from __future__ import annotations
@@ -35,9 +45,18 @@ from export.deps import require
 
 Feeds = dict[str, np.ndarray]
 
-# |int8 weight| bound that keeps u8 x s8 pair sums inside int16 (see the module docstring): 2 * 255 * 64 < 2^15.
-WEIGHT_LEVELS = 64
-ACTIVATION_LEVELS = 127  # uint8 activations around zero point 128: [1, 255]
+INT16_MAX = 2**15 - 1
+ACTIVATION_LEVELS = 127  # per-token activation steps: [1, 255] around zero point 128, or [0, 127] from zero point 0
+SIGNED_ZERO_POINT = 128
+# GELU(x) >= -0.16997 (at x = -0.7518): shifted by this, the FFN output layer's input is never negative
+GELU_SHIFT = 0.17
+GELU_OPS = ("BiasGelu", "Gelu", "FastGelu")
+
+
+def weight_levels(zero_point: int) -> int:
+    """Largest |int8 weight| for which a pair of uint8 x int8 products, activations up to zero_point + 127, fits
+    in int16: 64 for signed activations (zero point 128), 127 for the shifted non-negative ones (zero point 0)."""
+    return min(127, INT16_MAX // (2 * (zero_point + ACTIVATION_LEVELS)))
 
 
 @dataclass(frozen=True)
@@ -47,15 +66,19 @@ class Int8Settings:
     smooth_alpha: float = 0.5  # SmoothQuant migration strength; 0 disables smoothing
     calibration_sentences: int = 512
     quantize_word_embeddings: bool = True
+    gelu_shift: str = "auto"  # FFN output layers: "auto" (whichever scheme measures closer), "always", "never"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.smooth_alpha <= 1.0:
             raise ValueError(f"smooth_alpha must be in [0, 1], got {self.smooth_alpha}")
+        if self.gelu_shift not in ("auto", "always", "never"):
+            raise ValueError(f"gelu_shift must be 'auto', 'always' or 'never', got {self.gelu_shift!r}")
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "method": "per-token dynamic uint8 activations, per-channel int8 weights in [-64, 64] (MatMulInteger)",
-            "weight_levels": WEIGHT_LEVELS,
+            "method": "per-token dynamic uint8 activations, per-channel int8 weights, int16-safe (MatMulInteger)",
+            "weights": "[-64, 64] after signed activations (zero point 128); [-127, 127] after GELU + 0.17 >= 0 "
+            "(zero point 0, activations [0, 127])",
             "smoothing_rounded_to": "powers of two",
             **asdict(self),
         }
@@ -69,36 +92,64 @@ class _Site:
     prefix: str
     matmuls: list[Any]
     inv_smooth: np.ndarray | None = None
+    shift: float = 0.0  # > 0: a GELU output quantised as x + shift >= 0 from zero point 0 (when that measures better)
+
+    @property
+    def zero_point(self) -> int:
+        return 0 if self.shift else SIGNED_ZERO_POINT
 
 
-def quantize_int8(src: Path, dst: Path, calibration: Iterable[Feeds], settings: Int8Settings = Int8Settings()) -> int:
-    """Quantise every constant-weight MatMul of ``src``; return how many were quantised."""
+def quantize_int8(
+    src: Path, dst: Path, calibration: Iterable[Feeds], settings: Int8Settings = Int8Settings()
+) -> dict[str, int]:
+    """Quantise every constant-weight MatMul of ``src``; return how many were quantised, and how many of them take
+    the shifted GELU scheme."""
     onnx = require("onnx")
     model = onnx.load(str(src))
     weights = {t.name: t for t in model.graph.initializer}
     sites = _sites(model, weights)
-    if settings.smooth_alpha > 0:
-        maxima = activation_maxima(model, [s.tensor for s in sites], calibration)
+    if settings.gelu_shift == "never":
         for site in sites:
-            site.inv_smooth = _inverse_smoothing(site, weights, maxima[site.tensor], settings.smooth_alpha)
+            site.shift = 0.0
+    shiftable = [s.tensor for s in sites if s.shift and settings.gelu_shift == "auto"]
+    if settings.smooth_alpha > 0 or shiftable:
+        maxima, samples = activation_statistics(model, [s.tensor for s in sites], calibration, keep=shiftable)
+        for site in sites:
+            if site.tensor in samples and not _shift_pays_off(
+                site, weights, maxima[site.tensor], samples[site.tensor], settings
+            ):
+                site.shift = 0.0
+            if settings.smooth_alpha > 0:
+                # a shifted site's largest value is max(x) + shift (max |x| is max(x) for a GELU output above 0.17)
+                act_max = maxima[site.tensor] + np.float32(site.shift)
+                site.inv_smooth = _inverse_smoothing(site, weights, act_max, settings.smooth_alpha)
     _rewrite(model, sites, weights)
     if settings.quantize_word_embeddings:
         quantize_embedding_rows(model, word_embedding_gather(model))
     onnx.save(model, str(dst))
-    return sum(len(s.matmuls) for s in sites)
+    return {
+        "quantized_matmuls": sum(len(s.matmuls) for s in sites),
+        "shifted_gelu_matmuls": sum(len(s.matmuls) for s in sites if s.shift),
+    }
 
 
 def _sites(model: Any, weights: dict[str, Any]) -> list[_Site]:
+    producers = {out: node.op_type for node in model.graph.node for out in node.output}
     sites: dict[str, _Site] = {}
     for node in model.graph.node:
         if node.op_type == "MatMul" and node.input[1] in weights and len(weights[node.input[1]].dims) == 2:
-            site = sites.setdefault(node.input[0], _Site(node.input[0], f"rowq{len(sites)}", []))
+            x = node.input[0]
+            shift = GELU_SHIFT if producers.get(x) in GELU_OPS else 0.0
+            site = sites.setdefault(x, _Site(x, f"rowq{len(sites)}", [], shift=shift))
             site.matmuls.append(node)
     return list(sites.values())
 
 
-def activation_maxima(model: Any, tensors: list[str], calibration: Iterable[Feeds]) -> dict[str, np.ndarray]:
-    """Per-channel max |x| of each tensor over the calibration batches, run on the fp32 graph."""
+def activation_statistics(
+    model: Any, tensors: list[str], calibration: Iterable[Feeds], keep: list[str], rows: int = 8192
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per-channel max |x| of each tensor over the calibration batches, run on the fp32 graph, and the first
+    ``rows`` token rows of each tensor in ``keep``."""
     onnx, ort = require("onnx"), require("onnxruntime")
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
@@ -106,14 +157,55 @@ def activation_maxima(model: Any, tensors: list[str], calibration: Iterable[Feed
     probe.graph.output.extend([onnx.helper.make_empty_tensor_value_info(t) for t in tensors])
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     maxima: dict[str, np.ndarray] = {}
+    kept: dict[str, list[np.ndarray]] = {name: [] for name in keep}
     for feeds in calibration:
         for name, value in zip(tensors, session.run(tensors, feeds), strict=True):
-            mask = feeds["attention_mask"].astype(bool)  # padded positions say nothing about real activations
-            channel_max = np.abs(value[mask]).max(axis=0)
+            real = value[feeds["attention_mask"].astype(bool)]  # padded positions say nothing about real activations
+            channel_max = np.abs(real).max(axis=0)
             maxima[name] = np.maximum(maxima.get(name, channel_max), channel_max)
+            if name in kept and sum(len(k) for k in kept[name]) < rows:
+                kept[name].append(real)
     if not maxima:
-        raise ValueError("smoothing needs at least one calibration batch")
-    return maxima
+        raise ValueError("calibration needs at least one batch")
+    return maxima, {name: np.concatenate(parts)[:rows] for name, parts in kept.items()}
+
+
+def _shift_pays_off(
+    site: _Site, weights: dict[str, Any], act_max: np.ndarray, x: np.ndarray, settings: Int8Settings
+) -> bool:
+    """Whether the shifted scheme (x + shift from zero point 0, 8-bit weights) reproduces this site's layers more
+    closely than the signed one (7-bit weights) on the calibration rows ``x``: the shift costs resolution where a
+    GELU's outputs are small next to it (e.g. random weights), and gains a weight bit where they are not."""
+    numpy_helper = require("onnx").numpy_helper
+    errors = {}
+    for shift in (0.0, site.shift):
+        trial = _Site(site.tensor, site.prefix, site.matmuls, shift=shift)
+        if settings.smooth_alpha > 0:
+            trial.inv_smooth = _inverse_smoothing(trial, weights, act_max + np.float32(shift), settings.smooth_alpha)
+        errors[shift] = sum(
+            _simulated_error(x, numpy_helper.to_array(weights[m.input[1]]), trial) for m in site.matmuls
+        )
+    return errors[site.shift] < errors[0.0]
+
+
+def _simulated_error(x: np.ndarray, w: np.ndarray, site: _Site) -> float:
+    """Mean over tokens of the relative squared error of ``x @ w`` computed the way the quantised graph computes it
+    for ``site``'s scheme. Per token, not pooled: a few huge-activation tokens would dominate a pooled error, while
+    each text's vector depends on all of its tokens (measured: the pooled error chose worse schemes)."""
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    smooth = np.ones(x.shape[1]) if site.inv_smooth is None else site.inv_smooth.astype(np.float64)
+    xs = (x64 + site.shift) * smooth
+    m = np.maximum((xs if site.shift else np.abs(xs)).max(axis=1, keepdims=True), 1e-8)
+    zero = site.zero_point
+    q = np.clip(np.rint(xs / m * ACTIVATION_LEVELS), -zero, 255 - zero)
+    levels = weight_levels(zero)
+    ws = w64 / smooth[:, None]
+    col = np.maximum(np.abs(ws).max(axis=0), 1e-12) / levels
+    w_q = np.clip(np.rint(ws / col), -levels, levels)
+    approx = (q * m / ACTIVATION_LEVELS) @ (w_q * col) - site.shift * w64.sum(axis=0)
+    exact = x64 @ w64
+    per_token = np.sum((approx - exact) ** 2, axis=1) / np.maximum(np.sum(exact**2, axis=1), 1e-30)
+    return float(per_token.mean())
 
 
 def _inverse_smoothing(site: _Site, weights: dict[str, Any], act_max: np.ndarray, alpha: float) -> np.ndarray:
@@ -137,13 +229,15 @@ def _rewrite(model: Any, sites: list[_Site], weights: dict[str, Any]) -> None:
         [
             numpy_helper.from_array(np.array(1e-8, np.float32), "rowq_eps"),
             numpy_helper.from_array(np.array(1 / ACTIVATION_LEVELS, np.float32), "rowq_inv127"),
-            numpy_helper.from_array(np.array(128, np.uint8), "rowq_zp"),
+            numpy_helper.from_array(np.array(SIGNED_ZERO_POINT, np.uint8), "rowq_zp"),
+            numpy_helper.from_array(np.array(0, np.uint8), "rowq_zp0"),
             numpy_helper.from_array(np.array(1.0, np.float32), "rowq_one"),
         ]
     )
     # keyed by output name: protobuf may hand out a new wrapper object for the same node on each iteration
     by_first_matmul = {s.matmuls[0].output[0]: s for s in sites}
     replaced = {m.output[0] for s in sites for m in s.matmuls}
+    corrections: dict[str, np.ndarray] = {}  # matmul output -> what the shift added to it, to take back out
     nodes = []
     for node in graph.node:
         if node.output[0] not in replaced:
@@ -154,6 +248,10 @@ def _rewrite(model: Any, sites: list[_Site], weights: dict[str, Any]) -> None:
             nodes += _quantize_activation(helper, graph, numpy_helper, site)
             for matmul in site.matmuls:
                 nodes += _integer_matmul(helper, graph, numpy_helper, weights, site, matmul)
+                if site.shift:
+                    w = numpy_helper.to_array(weights[matmul.input[1]]).astype(np.float64)
+                    corrections[matmul.output[0]] = site.shift * w.sum(axis=0)  # (x + c) @ W = x @ W + c 1 W
+    nodes = _take_back_shifts(helper, graph, numpy_helper, nodes, corrections)
     used = {name for n in nodes for name in n.input}
     kept = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
@@ -164,21 +262,67 @@ def _rewrite(model: Any, sites: list[_Site], weights: dict[str, Any]) -> None:
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
 
 
+def _take_back_shifts(
+    helper: Any, graph: Any, numpy_helper: Any, nodes: list[Any], corrections: dict[str, np.ndarray]
+) -> list[Any]:
+    """Subtract each shifted layer's constant excess: folded into the bias Add that follows it, else a new Sub."""
+    if not corrections:
+        return nodes
+    inits = {t.name: t for t in graph.initializer}
+    out: list[Any] = []
+    for node in nodes:
+        out.append(node)
+        if node.output[0] not in corrections:
+            continue
+        excess = corrections[node.output[0]]
+        bias_adds = [
+            n
+            for n in nodes
+            if n.op_type == "Add"
+            and node.output[0] in n.input
+            and any(i in inits and tuple(inits[i].dims) == excess.shape for i in n.input)
+        ]
+        if len(bias_adds) == 1:
+            # a new initializer: the exporter shares identical constants (e.g. all-zero biases) between layers
+            add = bias_adds[0]
+            slot = next(k for k, i in enumerate(add.input) if i in inits)
+            bias = numpy_helper.to_array(inits[add.input[slot]]).astype(np.float64)
+            unshifted = f"{node.output[0]}_unshifted_bias"
+            graph.initializer.append(numpy_helper.from_array((bias - excess).astype(np.float32), unshifted))
+            add.input[slot] = unshifted
+            continue
+        # no bias to fold into: rename the layer's output and subtract the excess explicitly
+        raw = f"{node.output[0]}_shifted"
+        node.output[0] = raw
+        graph.initializer.append(numpy_helper.from_array(excess.astype(np.float32), f"{raw}_excess"))
+        out.append(helper.make_node("Sub", [raw, f"{raw}_excess"], [raw[: -len("_shifted")]], name=f"{raw}_unshift"))
+    return out
+
+
 def _quantize_activation(helper: Any, graph: Any, numpy_helper: Any, site: _Site) -> list[Any]:
     p, x = site.prefix, site.tensor
-    smooth = []
+    pre = []
+    if site.shift:  # GELU output: x + shift >= 0, so one-sided quantisation keeps all 127 steps for real values
+        graph.initializer.append(numpy_helper.from_array(np.array(site.shift, np.float32), f"{p}_shift"))
+        pre.append(helper.make_node("Add", [x, f"{p}_shift"], [f"{p}_shifted"], name=f"{p}_shift"))
+        x = f"{p}_shifted"
     if site.inv_smooth is not None:
         graph.initializer.append(numpy_helper.from_array(site.inv_smooth, f"{p}_inv_smooth"))
-        smooth.append(helper.make_node("Mul", [x, f"{p}_inv_smooth"], [f"{p}_x"], name=f"{p}_smooth"))
+        pre.append(helper.make_node("Mul", [x, f"{p}_inv_smooth"], [f"{p}_x"], name=f"{p}_smooth"))
         x = f"{p}_x"
+    if site.shift:
+        magnitude = x  # already >= 0
+    else:
+        magnitude = f"{p}_abs"
+        pre.append(helper.make_node("Abs", [x], [magnitude], name=f"{p}_abs"))
+    zero_point = "rowq_zp0" if site.shift else "rowq_zp"
     return [
-        *smooth,
-        helper.make_node("Abs", [x], [f"{p}_abs"], name=f"{p}_abs"),
-        helper.make_node("ReduceMax", [f"{p}_abs"], [f"{p}_amax"], name=f"{p}_amax", axes=[-1], keepdims=1),
+        *pre,
+        helper.make_node("ReduceMax", [magnitude], [f"{p}_amax"], name=f"{p}_amax", axes=[-1], keepdims=1),
         helper.make_node("Max", [f"{p}_amax", "rowq_eps"], [f"{p}_scale"], name=f"{p}_amax_eps"),  # (B, T, 1)
         helper.make_node("Div", [x, f"{p}_scale"], [f"{p}_unit"], name=f"{p}_div"),  # each row now in [-1, 1]
-        # round(unit * 127) + 128 as uint8; the 1/127 is folded into each weight's column scales below
-        helper.make_node("QuantizeLinear", [f"{p}_unit", "rowq_inv127", "rowq_zp"], [f"{p}_q"], name=f"{p}_quant"),
+        # round(unit * 127) + zero point as uint8; the 1/127 is folded into each weight's column scales below
+        helper.make_node("QuantizeLinear", [f"{p}_unit", "rowq_inv127", zero_point], [f"{p}_q"], name=f"{p}_quant"),
     ]
 
 
@@ -188,8 +332,9 @@ def _integer_matmul(
     w = numpy_helper.to_array(weights[matmul.input[1]]).astype(np.float32)  # (K, N)
     if site.inv_smooth is not None:
         w = w / site.inv_smooth[:, None]
-    col_scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / WEIGHT_LEVELS  # (N,)
-    w_q = np.clip(np.rint(w / col_scale), -WEIGHT_LEVELS, WEIGHT_LEVELS).astype(np.int8)
+    levels = weight_levels(site.zero_point)
+    col_scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / levels  # (N,)
+    w_q = np.clip(np.rint(w / col_scale), -levels, levels).astype(np.int8)
     col_scale = col_scale / ACTIVATION_LEVELS  # the activation side's 1/127
     q = f"{matmul.name or matmul.output[0]}_int8".replace("/", "_")
     graph.initializer.extend(
@@ -203,7 +348,7 @@ def _integer_matmul(
         # int8 GEMM with the per-column scales applied in its epilogue (onnxruntime contrib op)
         helper.make_node(
             "MatMulIntegerToFloat",
-            [f"{p}_q", f"{q}_w", "rowq_one", f"{q}_col_scale", "rowq_zp"],
+            [f"{p}_q", f"{q}_w", "rowq_one", f"{q}_col_scale", "rowq_zp0" if site.shift else "rowq_zp"],
             [f"{q}_cols"],
             name=f"{q}_matmul",
             domain="com.microsoft",

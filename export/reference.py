@@ -2,14 +2,14 @@
 
 Every ``MatMulIntegerToFloat(q, w, a_scale, b_scale, a_zero_point)`` of :mod:`export.quantize` becomes::
 
-    MatMul(Cast(q) - a_zero_point, float(w)) * (a_scale * b_scale)
+    Cast<float32>(MatMul(Cast(q) - a_zero_point, w)) * (a_scale * b_scale)
 
-With 7-bit weights and 8-bit activations every product is below 2^13 and every dot product below 2^24 in magnitude
-(K <= 1,536), so float32 holds each partial sum exactly, in any summation order: the result is the exact integer
-dot product, scaled once, as onnxruntime's integer kernels produce it when they do not saturate. Running this graph
-next to the int8 graph on the same CPU therefore isolates the integer kernels: any difference above float rounding
-of the other (float) operators is a kernel that lost precision, e.g. the int16 saturation of ``vpmaddubsw`` on CPUs
-without VNNI (onnxruntime issue #6004).
+where the MatMul runs in float32 when every dot product stays below 2^24 in magnitude, else in float64 (below 2^53).
+Either holds each partial sum exactly, in any summation order, so the MatMul yields the exact integer dot product;
+it is then rounded to float32 and scaled once, as onnxruntime's integer kernels do when they do not saturate.
+Running this graph next to the int8 graph on the same CPU therefore isolates the integer kernels: any difference
+above float rounding of the other (float) operators is a kernel that lost precision, e.g. the int16 saturation of
+``vpmaddubsw`` on CPUs without VNNI (onnxruntime issue #6004).
 """
 
 from __future__ import annotations
@@ -24,14 +24,15 @@ import numpy as np
 from export.deps import require
 from runtime.artifact import TOKENIZER_FILE, FileEntry, Precision, Variant, read_manifest
 
-# float32 represents every integer up to 2^24 exactly; an integer dot product stays exact below that.
+# float32 / float64 represent every integer up to 2^24 / 2^53 exactly; an integer dot product stays exact below.
 EXACT_FLOAT32_LIMIT = 2**24
+EXACT_FLOAT64_LIMIT = 2**53
 
 
 def exact_reference(src: Path, dst: Path) -> int:
     """Write the exact reference of int8 graph ``src`` to ``dst``; return how many integer matmuls were rewritten.
 
-    Raises ValueError when a weight's range could make a float32 dot product inexact.
+    Raises ValueError when a dot product could exceed what float64 holds exactly.
     """
     onnx = require("onnx")
     model = onnx.load(str(src))
@@ -59,19 +60,26 @@ def rewrite_integer_matmuls(model: Any) -> int:
         zero = int(numpy_helper.to_array(inits[a_zp]))
         k = w.shape[0]
         bound = k * max(zero, 255 - zero) * int(np.abs(w).max())
-        if bound >= EXACT_FLOAT32_LIMIT:
-            raise ValueError(f"{node.name}: |dot product| may reach {bound} >= 2^24; float32 would not be exact")
+        if bound >= EXACT_FLOAT64_LIMIT:
+            raise ValueError(f"{node.name}: |dot product| may reach {bound} >= 2^53; float64 would not be exact")
+        wide = bound >= EXACT_FLOAT32_LIMIT
+        dtype, onnx_type = (np.float64, onnx.TensorProto.DOUBLE) if wide else (np.float32, onnx.TensorProto.FLOAT)
         p = f"{node.name}_exact"
         graph.initializer.extend(
             [
-                numpy_helper.from_array(w.astype(np.float32), f"{p}_w"),
-                numpy_helper.from_array(np.array(zero, np.float32), f"{p}_zp"),
+                numpy_helper.from_array(w.astype(dtype), f"{p}_w"),
+                numpy_helper.from_array(np.array(zero, dtype), f"{p}_zp"),
             ]
         )
+        acc = f"{p}_acc64" if wide else f"{p}_acc"
         nodes += [
-            helper.make_node("Cast", [q], [f"{p}_qf"], name=f"{p}_cast", to=onnx.TensorProto.FLOAT),
+            helper.make_node("Cast", [q], [f"{p}_qf"], name=f"{p}_cast", to=onnx_type),
             helper.make_node("Sub", [f"{p}_qf", f"{p}_zp"], [f"{p}_centred"], name=f"{p}_centre"),
-            helper.make_node("MatMul", [f"{p}_centred", f"{p}_w"], [f"{p}_acc"], name=f"{p}_matmul"),
+            helper.make_node("MatMul", [f"{p}_centred", f"{p}_w"], [acc], name=f"{p}_matmul"),
+        ]
+        if wide:  # int32 -> float32 rounding, as the integer kernel's epilogue does
+            nodes.append(helper.make_node("Cast", [acc], [f"{p}_acc"], name=f"{p}_round", to=onnx.TensorProto.FLOAT))
+        nodes += [
             helper.make_node("Mul", [a_scale, b_scale], [f"{p}_scale"], name=f"{p}_scales"),
             helper.make_node("Mul", [f"{p}_acc", f"{p}_scale"], [node.output[0]], name=f"{p}_dequant"),
         ]
