@@ -1,4 +1,4 @@
-"""Timing of one loaded system: throughput over a text set, single-text latency, peak memory."""
+"""What a bench process records besides timing (``benchmarks.timing``): contention, peak memory, fidelity."""
 
 from __future__ import annotations
 
@@ -6,53 +6,11 @@ import os
 import resource
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.peers import Embed
-
-WARMUP_CALLS = 3
-
-
-@dataclass(frozen=True)
-class Throughput:
-    """One pass over ``texts`` at ``batch_size`` after a warm-up; the embeddings are kept for accuracy checks."""
-
-    sentences_per_s: float
-    seconds: float
-    embeddings: np.ndarray
-
-
-def throughput(embed: Embed, texts: list[str], batch_size: int) -> Throughput:
-    """Embed ``texts`` once in the system's own batches, after warming up on the first batches."""
-    embed(texts[: 2 * batch_size], batch_size)
-    start = time.perf_counter()
-    embeddings = embed(texts, batch_size)
-    seconds = time.perf_counter() - start
-    if embeddings.shape[0] != len(texts):
-        raise RuntimeError(f"embed returned {embeddings.shape[0]} rows for {len(texts)} texts")
-    return Throughput(sentences_per_s=len(texts) / seconds, seconds=seconds, embeddings=embeddings)
-
-
-def latency_ms(embed: Embed, texts: list[str], calls: int) -> dict[str, float]:
-    """p50/p99/mean milliseconds of ``calls`` single-text calls, cycling through ``texts``."""
-    for text in texts[:WARMUP_CALLS]:
-        embed([text], 1)
-    times = np.empty(calls)
-    for i in range(calls):
-        text = texts[i % len(texts)]
-        start = time.perf_counter()
-        embed([text], 1)
-        times[i] = time.perf_counter() - start
-    ms = times * 1e3
-    return {
-        "p50": float(np.percentile(ms, 50)),
-        "p99": float(np.percentile(ms, 99)),
-        "mean": float(ms.mean()),
-        "calls": calls,
-    }
+from export.data import cosines
 
 
 class Contention:
@@ -91,13 +49,7 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (float64)."""
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     """Mean and minimum cosine between matching rows of two embedding matrices."""
-    cos = np.sum(unit_rows(a) * unit_rows(b), axis=1)
+    cos = cosines(a, b)
     return {"mean": float(cos.mean()), "min": float(cos.min())}

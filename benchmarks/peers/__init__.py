@@ -8,15 +8,11 @@ measurement times the library's own import.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-import numpy as np
-
-Embed = Callable[[list[str], int], np.ndarray]
-"""``embed(texts, batch_size) -> (len(texts), 384) float32``, the system's own batching and pooling."""
+from benchmarks.timing import Embed
 
 
 @dataclass(frozen=True)
