@@ -26,9 +26,11 @@ LIBRARIES = (
     "minilm-stsb-onnx",
 )
 ISA_FLAGS = (
+    "sse4_1",
     "avx2",
     "fma",
     "avx512f",
+    "avx512bw",
     "avx512_vnni",
     "avx_vnni",
     "avx512_bf16",
@@ -36,6 +38,7 @@ ISA_FLAGS = (
     "amx_int8",
     "asimd",
     "asimddp",
+    "i8mm",
 )
 
 
@@ -63,16 +66,22 @@ def cores() -> int:
 
 
 def isa_class() -> str:
-    """The instruction-set class that decides which int8 and fp32 kernels onnxruntime runs here: ``avx512vnni``,
-    ``avxvnni`` (AVX2 with VNNI), ``avx512``, ``avx2``, ``sse`` (older x86-64), ``arm64-dotprod`` or ``arm64``."""
+    """The instruction-set class that decides which int8 kernels onnxruntime runs here: ``avx512vnni``, ``avxvnni``
+    (AVX2 with VNNI), ``avx512``, ``avx2``, ``sse4``, ``arm64`` or ``unknown``."""
     flags = set(cpu_flags())
-    for flag, name in (("avx512_vnni", "avx512vnni"), ("avx_vnni", "avxvnni"), ("avx512f", "avx512"), ("avx2", "avx2")):
+    for flag, name in (
+        ("avx512_vnni", "avx512vnni"),
+        ("avx_vnni", "avxvnni"),
+        ("avx512bw", "avx512"),
+        ("avx2", "avx2"),
+    ):
         if flag in flags:
             return name
-    if "asimd" in flags:
-        return "arm64-dotprod" if "asimddp" in flags else "arm64"
-    machine = platform.machine().lower()
-    return "sse" if machine in ("x86_64", "amd64") else re.sub(r"[^a-z0-9]+", "-", machine) or "unknown"
+    if "sse4_1" in flags:
+        return "sse4"
+    if "asimd" in flags or platform.machine() in ("aarch64", "arm64"):
+        return "arm64"
+    return "unknown"
 
 
 def machine_name() -> str:

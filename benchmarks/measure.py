@@ -1,4 +1,4 @@
-"""What a bench process records besides timing (``benchmarks.timing``): contention, peak memory, fidelity."""
+"""Timing of one loaded system: throughput over a text set, single-text latency, peak memory."""
 
 from __future__ import annotations
 
@@ -6,11 +6,54 @@ import os
 import resource
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.peers import Embed
 from export.data import cosines
+
+WARMUP_CALLS = 3
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """One pass over ``texts`` at ``batch_size`` after a warm-up; the embeddings are kept for accuracy checks."""
+
+    sentences_per_s: float
+    seconds: float
+    embeddings: np.ndarray
+
+
+def throughput(embed: Embed, texts: list[str], batch_size: int) -> Throughput:
+    """Embed ``texts`` once in the system's own batches, after warming up on the first batches."""
+    embed(texts[: 2 * batch_size], batch_size)
+    start = time.perf_counter()
+    embeddings = embed(texts, batch_size)
+    seconds = time.perf_counter() - start
+    if embeddings.shape[0] != len(texts):
+        raise RuntimeError(f"embed returned {embeddings.shape[0]} rows for {len(texts)} texts")
+    return Throughput(sentences_per_s=len(texts) / seconds, seconds=seconds, embeddings=embeddings)
+
+
+def latency_ms(embed: Embed, texts: list[str], calls: int) -> dict[str, float]:
+    """p50/p99/mean milliseconds of ``calls`` single-text calls, cycling through ``texts``."""
+    for text in texts[:WARMUP_CALLS]:
+        embed([text], 1)
+    times = np.empty(calls)
+    for i in range(calls):
+        text = texts[i % len(texts)]
+        start = time.perf_counter()
+        embed([text], 1)
+        times[i] = time.perf_counter() - start
+    ms = times * 1e3
+    return {
+        "p50": float(np.percentile(ms, 50)),
+        "p99": float(np.percentile(ms, 99)),
+        "mean": float(ms.mean()),
+        "calls": calls,
+    }
 
 
 class Contention:

@@ -81,7 +81,7 @@ def bench(
     """Throughput on dev at each batch size and on the long passages, single-text latency, peak RSS, accuracy."""
     import numpy as np
 
-    from benchmarks import measure, timing
+    from benchmarks import measure
     from export.data import score_stacked
 
     start = time.perf_counter()
@@ -89,7 +89,7 @@ def bench(
     load_s = time.perf_counter() - start
     contention = measure.Contention()
     rates, kept = _throughputs(peer, texts, settings)
-    latency = timing.latency_ms(peer.embed, texts["dev"], settings.latency_calls)
+    latency = measure.latency_ms(peer.embed, texts["dev"], settings.latency_calls)
     timed = contention.result()
     scored = kept[f"dev@{settings.accuracy_batch}"]
     score = score_stacked(scored, texts["gold"])
@@ -112,10 +112,10 @@ def bench(
 
 def _throughputs(peer: Peer, texts: dict[str, Any], settings: Settings) -> tuple[dict[str, float], dict[str, Any]]:
     """Texts/s per workload (``dev@<batch>``, ``long@<batch>``) and the embeddings each pass produced."""
-    from benchmarks.timing import timed
+    from benchmarks import measure
 
-    runs = {f"dev@{b}": timed(peer.embed, texts["dev"], b) for b in settings.batch_sizes}
-    runs[f"long@{settings.long_batch}"] = timed(peer.embed, texts["long"], settings.long_batch)
+    runs = {f"dev@{b}": measure.throughput(peer.embed, texts["dev"], b) for b in settings.batch_sizes}
+    runs[f"long@{settings.long_batch}"] = measure.throughput(peer.embed, texts["long"], settings.long_batch)
     kept = {key: run.embeddings for key, run in runs.items()}
     kept["long"] = kept[f"long@{settings.long_batch}"]
     return {key: run.sentences_per_s for key, run in runs.items()}, kept
