@@ -47,7 +47,10 @@ def test_named_paths_understands_braces_and_placeholders() -> None:
 
 def _ignored(path: str) -> bool:
     """Whether git ignores ``path``: an output the user's own runs write (``build/...``), not a file of the clone."""
-    done = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO, capture_output=True)
+    try:
+        done = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO, capture_output=True)
+    except FileNotFoundError:  # no git: every named path must exist
+        return False
     return done.returncode == 0
 
 
