@@ -1,4 +1,8 @@
-"""``python -m benchmarks [--quick] [--systems a,b] [--out DIR]``: run the benchmark, write json, md and png."""
+"""``python -m benchmarks [--quick] [--systems a,b] [--out DIR]``: run the benchmark, write json, md and png.
+
+``--render FILE.json`` rewrites the md and png of an existing result document (after a change to the report) without
+measuring anything.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,11 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from benchmarks import runner, summary
 from benchmarks.chart import chart
-from benchmarks.config import DEFAULT_CACHE, DEFAULT_CHECKPOINT, DEFAULT_OUT, FULL, QUICK, Paths, Settings
-from benchmarks.machine import machine_name
+from benchmarks.config import DEFAULT_CACHE, DEFAULT_CHECKPOINT, DEFAULT_OUT, FULL, QUICK, QUICK_OUT, Paths, Settings
 from benchmarks.report import markdown
 from benchmarks.systems import SYSTEMS, select
 
@@ -28,11 +32,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default: 2, or 1 with --quick)")
     parser.add_argument("--threads", type=int, help="thread budget of every system (default 2)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for <machine>.json/.md/.png")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help=f"folder for <machine>.json/.md/.png (default {DEFAULT_OUT}, or {QUICK_OUT} with --quick)",
+    )
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="fine-tuned ST checkpoint")
     parser.add_argument("--artifact", type=Path, help="this runtime's artifact folder (default: the shipped model)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where peers' exports are built")
-    return parser.parse_args(argv)
+    parser.add_argument("--render", type=Path, metavar="JSON", help="only rewrite the md and png of this result file")
+    args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = QUICK_OUT if args.quick else DEFAULT_OUT
+    return args
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
@@ -41,15 +53,17 @@ def settings_of(args: argparse.Namespace) -> Settings:
     return dataclasses.replace(base, **changes)
 
 
-def write(doc: dict[str, object], out: Path) -> list[Path]:
-    """Write ``<machine>.json``, ``.md`` and ``.png`` into ``out`` (each via a .tmp file, then renamed).
+def write(doc: dict[str, Any], out: Path, with_json: bool = True) -> list[Path]:
+    """Write ``<machine>.json``, ``.md`` and ``.png`` into ``out`` (each via a .tmp file, then renamed), the machine
+    name being the document's own (it includes the instruction-set class).
 
     The chart needs matplotlib (the ``bench`` extra); without it the run still writes json and md.
     """
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / machine_name()
+    stem = out / doc["machine"]["name"]
     written = []
-    for suffix, text in ((".json", json.dumps(doc, indent=1) + "\n"), (".md", markdown(doc))):
+    texts = ((".json", json.dumps(doc, indent=1) + "\n"),) if with_json else ()
+    for suffix, text in (*texts, (".md", markdown(doc))):
         tmp = stem.with_suffix(suffix + ".tmp")
         tmp.write_text(text, encoding="utf-8")
         written.append(tmp.replace(stem.with_suffix(suffix)))
@@ -64,6 +78,12 @@ def write(doc: dict[str, object], out: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if args.render:
+        doc = json.loads(args.render.read_text(encoding="utf-8"))
+        if args.render.stem != doc["machine"]["name"]:
+            raise SystemExit(f"{args.render}: file name differs from its machine name {doc['machine']['name']!r}")
+        print("wrote " + ", ".join(str(f) for f in write(doc, args.render.parent, with_json=False)))
+        return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from runtime.artifact import default_artifact_dir
 

@@ -2,47 +2,46 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from export.publish import staged
+from runtime.artifact import sha256_file
 
 STAMP = "bench-source.json"
 
 
-def fingerprint(checkpoint: Path) -> str:
-    """sha256 over the checkpoint's weight files, so a retrained model invalidates every cached export."""
-    digest = hashlib.sha256()
-    for path in sorted(checkpoint.glob("*.safetensors")) + sorted(checkpoint.glob("*.bin")):
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+def fingerprint(checkpoint: Path) -> dict[str, str]:
+    """sha256 of each of the checkpoint's weight files, so a retrained model invalidates every cached export."""
+    weights = sorted(checkpoint.glob("*.safetensors")) + sorted(checkpoint.glob("*.bin"))
+    return {path.name: sha256_file(path) for path in weights}
 
 
-def cached(folder: Path, checkpoint: Path, build: Callable[[Path], dict[str, object]]) -> Path:
-    """``folder`` as built by ``build(tmp_folder)`` from ``checkpoint``; reused while the checkpoint is unchanged.
+def cached(
+    folder: Path, checkpoint: Path, build: Callable[[Path], dict[str, Any]], key: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Build ``folder`` with ``build(tmp_folder)`` from ``checkpoint`` unless a build with the same checkpoint weights
+    and ``key`` (e.g. the CPU's quantisation preset) is already there; return the build's record.
 
-    ``build`` returns a record of how the files were made, kept in ``folder/bench-source.json``.
+    ``build`` returns a record of how the files were made; it is kept in ``folder/bench-source.json`` beside the
+    checkpoint's fingerprint and ``key``. The folder is replaced whole: a failed build leaves the previous one.
     """
-    source = fingerprint(checkpoint)
-    stamp = folder / STAMP
-    if stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")).get("checkpoint_sha256") == source:
-        return folder
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    source = {"checkpoint_weights_sha256": fingerprint(checkpoint), "key": key or {}}
+    found = stamp(folder)
+    if found is not None and all(found.get(k) == v for k, v in source.items()):
+        return found
+    with staged(folder) as tmp:
+        record = {"checkpoint": str(checkpoint), **source, **build(tmp)}
+        (tmp / STAMP).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return record
+
+
+def stamp(folder: Path) -> dict[str, Any] | None:
+    """The record of the build in ``folder``, or None when there is none (never built, or unreadable)."""
     try:
-        record = build(tmp)
-        (tmp / STAMP).write_text(
-            json.dumps({"checkpoint": str(checkpoint), "checkpoint_sha256": source, **record}, indent=2) + "\n",
-            encoding="utf-8",
-        )
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+        record: dict[str, Any] = json.loads((folder / STAMP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record

@@ -10,6 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO / "build" / "minilm-l6-stsb"
 DEFAULT_CACHE = REPO / "build" / "bench-cache"
 DEFAULT_OUT = REPO / "benchmarks" / "results"
+QUICK_OUT = REPO / "build" / "bench-quick"  # smoke runs never overwrite the committed results
 BASELINE = "pytorch-fp32"
 
 
@@ -48,7 +49,15 @@ class Settings:
 
 
 FULL = Settings(rounds=2, dev_pairs=None, long_passages=128, latency_calls=500, gemm_size=2048)
-QUICK = Settings(rounds=1, dev_pairs=16, long_passages=4, latency_calls=20, gemm_size=256, worker_timeout_s=300)
+QUICK = Settings(
+    rounds=1,
+    dev_pairs=16,
+    long_passages=4,
+    latency_calls=20,
+    gemm_size=256,
+    calibration_sentences=16,
+    worker_timeout_s=300,
+)
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,11 @@ LIBRARIES = (
     "minilm-stsb-onnx",
 )
 ISA_FLAGS = (
+    "sse4_1",
     "avx2",
     "fma",
     "avx512f",
+    "avx512bw",
     "avx512_vnni",
     "avx_vnni",
     "avx512_bf16",
@@ -36,6 +38,7 @@ ISA_FLAGS = (
     "amx_int8",
     "asimd",
     "asimddp",
+    "i8mm",
 )
 
 
@@ -62,11 +65,31 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def isa_class() -> str:
+    """The instruction-set class that decides which int8 kernels onnxruntime runs here: ``avx512vnni``, ``avxvnni``
+    (AVX2 with VNNI), ``avx512``, ``avx2``, ``sse4``, ``arm64`` or ``unknown``."""
+    flags = set(cpu_flags())
+    for flag, name in (
+        ("avx512_vnni", "avx512vnni"),
+        ("avx_vnni", "avxvnni"),
+        ("avx512bw", "avx512"),
+        ("avx2", "avx2"),
+    ):
+        if flag in flags:
+            return name
+    if "sse4_1" in flags:
+        return "sse4"
+    if "asimd" in flags or platform.machine() in ("aarch64", "arm64"):
+        return "arm64"
+    return "unknown"
+
+
 def machine_name() -> str:
-    """``cpu-<cores>core-<cpu slug>``, e.g. ``cpu-2core-amd-epyc``."""
+    """``cpu-<cores>core-<cpu slug>-<isa class>``, e.g. ``cpu-2core-amd-epyc-avx2``: results of one instruction-set
+    class never overwrite another's, even when the CPUs share a marketing name."""
     name = re.sub(r"\((R|TM|tm)\)|\bCPU\b|\bProcessor\b|@.*$|\d+-Core", " ", cpu_model())
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "unknown"
-    return f"cpu-{cores()}core-{slug}"
+    return f"cpu-{cores()}core-{slug}-{isa_class()}"
 
 
 def library_versions() -> dict[str, str]:
@@ -84,6 +107,7 @@ def describe() -> dict[str, object]:
     """Everything about the machine a result file records."""
     return {
         "name": machine_name(),
+        "isa_class": isa_class(),
         "cpu_model": cpu_model(),
         "cores": cores(),
         "isa": cpu_flags(),

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.peers import Embed
+from export.data import cosines
 
 WARMUP_CALLS = 3
 
@@ -91,13 +92,7 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (float64)."""
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     """Mean and minimum cosine between matching rows of two embedding matrices."""
-    cos = np.sum(unit_rows(a) * unit_rows(b), axis=1)
+    cos = cosines(a, b)
     return {"mean": float(cos.mean()), "min": float(cos.min())}

@@ -30,7 +30,7 @@ class System:
 ST = ("sentence_transformers", "torch")
 ST_DIST = "sentence-transformers"
 ORT_MODULES, ORT_DISTS = (*ST, "optimum.onnxruntime"), (ST_DIST, "optimum-onnx[onnxruntime]")
-FE_MODULES = ("fastembed", *ORT_MODULES)  # fastembed runs the graph that sentence-transformers + optimum export
+FE_MODULES = ("fastembed", *ORT_MODULES)  # fastembed runs the fp32 graph that sentence-transformers + optimum export
 OV_MODULES, OV_DISTS = (*ST, "optimum.intel", "openvino", "nncf"), (ST_DIST, "optimum-intel[openvino]")
 
 
@@ -43,7 +43,7 @@ SYSTEMS: tuple[System, ...] = (
     System("pytorch-fp32", "PyTorch sentence-transformers", "pytorch_st", "fp32", ST, (ST_DIST,)),
     System("st-onnx-fp32", "sentence-transformers ONNX", "st_onnx", "fp32", ORT_MODULES, ORT_DISTS),
     System("st-onnx-int8", "sentence-transformers ONNX dynamic int8", "st_onnx", "int8", ORT_MODULES, ORT_DISTS),
-    System("fastembed-int8", "fastembed, ST int8 graph", "fastembed_onnx", "int8", FE_MODULES, ("fastembed",)),
+    System("fastembed-fp32", "fastembed, fp32 graph", "fastembed_onnx", "fp32", FE_MODULES, ("fastembed",)),
     System("openvino-fp32", "sentence-transformers OpenVINO", "st_openvino", "fp32", OV_MODULES, OV_DISTS),
     System("openvino-bf16", "sentence-transformers OpenVINO, bf16", "st_openvino", "bf16", OV_MODULES, OV_DISTS),
     System("openvino-int8", "sentence-transformers OpenVINO static int8", "st_openvino", "int8", OV_MODULES, OV_DISTS),

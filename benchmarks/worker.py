@@ -82,7 +82,7 @@ def bench(
     import numpy as np
 
     from benchmarks import measure
-    from export.data import sts_score
+    from export.data import score_stacked
 
     start = time.perf_counter()
     peer = _load(system, paths, settings)
@@ -92,8 +92,7 @@ def bench(
     latency = measure.latency_ms(peer.embed, texts["dev"], settings.latency_calls)
     timed = contention.result()
     scored = kept[f"dev@{settings.accuracy_batch}"]
-    half = len(scored) // 2
-    score = sts_score(scored[:half], scored[half:], np.asarray(texts["gold"]))
+    score = score_stacked(scored, texts["gold"])
     if embeddings:
         np.save(Path(embeddings) / f"{system.name}.dev.npy", scored)
         np.save(Path(embeddings) / f"{system.name}.long.npy", kept["long"])

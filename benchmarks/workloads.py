@@ -8,7 +8,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from benchmarks.config import Settings
-from export.data import StsPair, read_sts
+from export.data import StsPair, pair_texts, read_sts
 from runtime.artifact import TOKENIZER_FILE
 
 
@@ -24,7 +24,7 @@ class Workloads:
 def build(settings: Settings, artifact: Path) -> Workloads:
     """The dev pairs (all, or the first ``dev_pairs``) and ``long_passages`` passages of train sentences."""
     pairs = read_sts("dev")[: settings.dev_pairs]
-    dev = [p.s1 for p in pairs] + [p.s2 for p in pairs]
+    dev = pair_texts(pairs)
     long = long_passages(counter(artifact), settings.long_passages, settings.long_min_tokens, settings.long_max_tokens)
     return Workloads(pairs=pairs, dev=dev, long=long)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from pathlib import Path
 
 DEFAULT_CHECKPOINT = Path("build/minilm-l6-stsb")
@@ -53,7 +54,19 @@ def main(argv: list[str] | None = None) -> None:
     p_all.set_defaults(func=_all)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args.func(args)
+    start = time.perf_counter()
+    outcome = "failed after"
+    try:
+        args.func(args)
+        outcome = "finished in"
+    finally:
+        print(f"python -m export {args.command} {outcome} {_elapsed(time.perf_counter() - start)}", flush=True)
+
+
+def _elapsed(seconds: float) -> str:
+    """``17 min 05 s`` (or ``42.3 s`` under a minute)."""
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)} min {int(rest):02d} s" if minutes else f"{seconds:.1f} s"
 
 
 if __name__ == "__main__":

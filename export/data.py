@@ -6,6 +6,7 @@ Only the standard library and numpy are used here so that runtime-only test envi
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -43,10 +44,19 @@ def read_sts(split: Literal["train", "dev"], data_dir: Path = DATA_DIR) -> list[
     return pairs
 
 
+def pair_texts(pairs: Sequence[StsPair]) -> list[str]:
+    """s1 of every pair, then s2 of every pair: the row layout :func:`score_stacked` reads back."""
+    return [p.s1 for p in pairs] + [p.s2 for p in pairs]
+
+
+def gold_scores(pairs: Sequence[StsPair]) -> np.ndarray:
+    """The pairs' gold scores (0-5), float64."""
+    return np.array([p.score for p in pairs], dtype=np.float64)
+
+
 def dev_sentences(data_dir: Path = DATA_DIR) -> list[str]:
     """The 3,000 sentences of STS-B dev (s1 then s2 of each pair, duplicates kept)."""
-    pairs = read_sts("dev", data_dir)
-    return [p.s1 for p in pairs] + [p.s2 for p in pairs]
+    return pair_texts(read_sts("dev", data_dir))
 
 
 @dataclass(frozen=True)
@@ -71,19 +81,32 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def sts_score(emb1: np.ndarray, emb2: np.ndarray, gold: np.ndarray) -> StsScore:
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine between matching rows of ``a`` and ``b`` (float64; zero rows give 0)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return np.sum(a * b, axis=1)
+
+
+def sts_score(emb1: np.ndarray, emb2: np.ndarray, gold: np.ndarray | Sequence[float]) -> StsScore:
     """Spearman and Pearson of cosine(emb1[i], emb2[i]) against ``gold``."""
-    a = emb1 / np.linalg.norm(emb1, axis=1, keepdims=True)
-    b = emb2 / np.linalg.norm(emb2, axis=1, keepdims=True)
-    cos = np.sum(a * b, axis=1, dtype=np.float64)
+    cos = cosines(emb1, emb2)
     gold = np.asarray(gold, dtype=np.float64)
     pearson = float(np.corrcoef(cos, gold)[0, 1])
     spearman = float(np.corrcoef(_average_ranks(cos), _average_ranks(gold))[0, 1])
     return StsScore(spearman=spearman, pearson=pearson)
 
 
-def evaluate_pairs(embed, pairs: list[StsPair]) -> StsScore:
+def score_stacked(embeddings: np.ndarray, gold: np.ndarray | Sequence[float]) -> StsScore:
+    """:func:`sts_score` of embeddings laid out by :func:`pair_texts` (n s1 rows, then n s2 rows) against n scores."""
+    n = len(gold)
+    if len(embeddings) != 2 * n:
+        raise ValueError(f"{len(embeddings)} embeddings for {n} pairs: expected s1 rows then s2 rows, {2 * n} in all")
+    return sts_score(embeddings[:n], embeddings[n:], gold)
+
+
+def evaluate_pairs(embed: Callable[[list[str]], np.ndarray], pairs: Sequence[StsPair]) -> StsScore:
     """Score an ``embed(list[str]) -> (n, d) array`` function on ``pairs``."""
-    emb = np.asarray(embed([p.s1 for p in pairs] + [p.s2 for p in pairs]), dtype=np.float32)
-    n = len(pairs)
-    return sts_score(emb[:n], emb[n:], np.array([p.score for p in pairs]))
+    return score_stacked(np.asarray(embed(pair_texts(pairs)), dtype=np.float32), gold_scores(pairs))

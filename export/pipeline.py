@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from export.data import DATA_DIR, SPLIT_FILES, StsPair, StsScore, read_sts, sts_score
+from export.data import DATA_DIR, SPLIT_FILES, StsPair, gold_scores, pair_texts, read_sts, score_stacked
 from export.deps import require
 from export.graph import export_onnx, load_sentence_transformer
 from export.optimize import convert_fp16, fuse
+from export.publish import staged
 from export.quantize import Feeds, Int8Settings, quantize_int8
 from export.train import TRAIN_REPORT
 from export.validate import Gates, VariantCheck, check_variant, gate_failure
@@ -47,16 +46,8 @@ def run_export(model_dir: Path, out_dir: Path, options: ExportOptions = ExportOp
     if Precision.FP32 not in options.precisions:
         raise ValueError("fp32 is the reference every other variant is derived from and judged against")
     start = time.perf_counter()
-    recover_interrupted(out_dir)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with staged(out_dir) as tmp:
         manifest = _build(model_dir, tmp, options, start)
-        _publish(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 
@@ -66,7 +57,7 @@ def _build(model_dir: Path, tmp: Path, options: ExportOptions, start: float) -> 
     settings = _write_graphs(model, tmp, options)
     pairs = options.dev_pairs if options.dev_pairs is not None else read_sts("dev")
     reference = _pytorch_reference(model, pairs)
-    torch_score = _score(reference, pairs)
+    torch_score = score_stacked(reference, gold_scores(pairs))
 
     def manifest_of(checks: dict[Precision, VariantCheck]) -> Manifest:
         variants = {
@@ -125,13 +116,8 @@ def _write_int8(raw: Path, tmp: Path, heads: int, hidden: int, int8: Int8Setting
 
 def _pytorch_reference(model: Any, pairs: list[StsPair]) -> np.ndarray:
     """PyTorch embeddings of every s1, then every s2: what each variant is compared with."""
-    texts = [p.s1 for p in pairs] + [p.s2 for p in pairs]
-    return np.asarray(model.encode(texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=False))
-
-
-def _score(embeddings: np.ndarray, pairs: list[StsPair]) -> StsScore:
-    n = len(pairs)
-    return sts_score(embeddings[:n], embeddings[n:], np.array([p.score for p in pairs]))
+    embeddings = model.encode(pair_texts(pairs), batch_size=32, convert_to_numpy=True, normalize_embeddings=False)
+    return np.asarray(embeddings)
 
 
 def _validate(
@@ -194,38 +180,3 @@ def _version(package: str) -> str:
         return version(package)
     except PackageNotFoundError:
         return "absent"
-
-
-def recover_interrupted(out_dir: Path) -> None:
-    """Clean up after exports that were killed: drop their temporary folders, and if one died mid-swap (the old
-    artifact moved aside, the new one not yet in place), put the old artifact back."""
-    if not out_dir.parent.is_dir():
-        return
-    for leftover in sorted(out_dir.parent.glob(f".{out_dir.name}.*-*")):
-        kind, _, pid = leftover.name.rpartition("-")
-        if not pid.isdigit() or _alive(int(pid)):
-            continue
-        if kind.endswith(".old") and not out_dir.exists():
-            log.warning("restoring %s from an interrupted export (%s)", out_dir, leftover.name)
-            leftover.rename(out_dir)
-        else:
-            shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _publish(tmp: Path, out_dir: Path) -> None:
-    """Replace ``out_dir`` with ``tmp``: the old folder is moved aside first and removed only after the swap."""
-    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-    if out_dir.exists():
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.data import StsPair, sts_score
+from export.data import StsPair, cosines, gold_scores, pair_texts, score_stacked
 from export.reference import reference_artifact
 from runtime import Precision, load
 
@@ -42,11 +42,8 @@ class VariantCheck:
 
 def compare(embeddings: np.ndarray, reference: np.ndarray, pairs: list[StsPair]) -> VariantCheck:
     """Row-wise cosine to the reference and STS metrics; ``embeddings`` rows are s1 of all pairs, then s2."""
-    a = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    b = reference / np.linalg.norm(reference, axis=1, keepdims=True)
-    cos = np.sum(a.astype(np.float64) * b, axis=1)
-    n = len(pairs)
-    score = sts_score(embeddings[:n], embeddings[n:], np.array([p.score for p in pairs]))
+    cos = cosines(embeddings, reference)
+    score = score_stacked(embeddings, gold_scores(pairs))
     return VariantCheck(
         min_cosine=float(cos.min()),
         mean_cosine=float(cos.mean()),
@@ -60,7 +57,7 @@ def check_variant(folder: Path, precision: Precision, reference: np.ndarray, pai
     """Encode the dev sentences with the runtime on CPU and compare them with the PyTorch reference; int8 is also
     compared with its exact-integer reference run on this CPU, which exposes integer kernels that lose precision."""
     encoder = load(folder, provider="cpu", precision=precision.value)
-    texts = [p.s1 for p in pairs] + [p.s2 for p in pairs]
+    texts = pair_texts(pairs)
     embeddings = encoder.encode(texts, batch_size=32)
     check = compare(embeddings, reference, pairs)
     if precision is not Precision.INT8:

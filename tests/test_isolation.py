@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import sysconfig
+import zipfile
+from importlib.metadata import Distribution, distributions
 from pathlib import Path
+
+import pytest
+
+import runtime
 
 PROBE = """
 import json, sys
@@ -42,13 +50,18 @@ def test_import_and_encode_leave_torch_out(tmp_path: Path) -> None:
     assert result["heavy"] == []
 
 
-def test_installed_wheel_ships_the_default_model(tmp_path: Path) -> None:
-    if not _installed(tmp_path):
-        import pytest
+DISTRIBUTION = "minilm-stsb-onnx"
+MODEL = "runtime/artifacts/minilm-l6-stsb"
 
-        pytest.skip("package not installed")
+
+def test_tests_import_the_installed_runtime(tmp_path: Path) -> None:
+    """The runtime these tests import is the one a user's interpreter imports: the wheel's in CI's runtime-only
+    environment (not the checkout, which pytest or ``python -m`` could put first on sys.path), the source tree in an
+    editable one."""
+    if not _installed(tmp_path):
+        pytest.skip(f"{DISTRIBUTION} is not installed in this environment")
     done = subprocess.run(
-        [sys.executable, "-c", "import runtime.artifact as a; print(a.default_artifact_dir())"],
+        [sys.executable, "-c", "import runtime; print(runtime.__file__)"],
         cwd=tmp_path,
         env=CLEAN_ENV,
         capture_output=True,
@@ -56,6 +69,41 @@ def test_installed_wheel_ships_the_default_model(tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    folder = Path(done.stdout.strip())
-    assert (folder / "model.int8.onnx").is_file() and (folder / "manifest.json").is_file()
-    assert not (folder / "model.fp32.onnx").exists() or folder.is_relative_to(REPO), "wheels carry int8 only"
+    assert Path(runtime.__file__).resolve() == Path(done.stdout.strip()).resolve()
+
+
+def _installed_distribution() -> Distribution | None:
+    """The distribution pip installed into this interpreter's site-packages (not a ``*.egg-info`` that an editable
+    install leaves in the checkout, which importlib.metadata would find first when the checkout is on sys.path)."""
+    site = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")}
+    found = [d for d in distributions(path=sorted(site)) if d.metadata["Name"] == DISTRIBUTION]
+    return found[0] if found else None
+
+
+def _wheel_files(dist: Distribution, tmp_path: Path) -> list[str]:
+    """The files the wheel installs: the installed wheel's RECORD, or (editable installs) the contents of a wheel
+    built from a clean copy of this checkout (a source tree's stale build/lib would otherwise leak into it)."""
+    direct_url = json.loads(dist.read_text("direct_url.json") or "{}")
+    if not direct_url.get("dir_info", {}).get("editable"):
+        return [str(f) for f in dist.files or []]
+    scratch = ("build", "dist", ".git", ".venv*", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis")
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*scratch))
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (wheel,) = tmp_path.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        return archive.namelist()
+
+
+def test_wheel_holds_the_runtime_and_the_int8_model_only(tmp_path: Path) -> None:
+    dist = _installed_distribution()
+    if dist is None:
+        pytest.skip(f"{DISTRIBUTION} is not installed in this environment")
+    files = [f for f in _wheel_files(dist, tmp_path) if ".dist-info/" not in f and "__pycache__" not in f]
+    packages = {f.split("/")[0] for f in files if "/" in f}
+    assert packages == {"runtime"}, f"the wheel ships {sorted(packages)}: export/ needs data/ and the build extras"
+    assert {f"{MODEL}/{name}" for name in ("manifest.json", "tokenizer.json", "model.int8.onnx")} <= set(files)
+    assert not [f for f in files if f.endswith((".fp32.onnx", ".fp16.onnx"))], "wheels carry the int8 graph only"
+    assert {"runtime/__init__.py", "runtime/py.typed"} <= set(files)

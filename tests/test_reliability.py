@@ -31,7 +31,13 @@ long_text = st.builds(
 texts = st.lists(st.one_of(short_text, short_text, short_text, long_text), min_size=1, max_size=6)
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@pytest.mark.slow
+@settings(
+    max_examples=1000,
+    deadline=None,
+    derandomize=True,  # the same 1,000 cases on every run: a failure reproduces, and hypothesis prints it
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(batch=texts)
 def test_fuzzed_batches_are_finite_unit_and_batch_invariant(encoder: runtime.Encoder, batch: list[str]) -> None:
     out = encoder.encode(batch, batch_size=4)
@@ -42,6 +48,7 @@ def test_fuzzed_batches_are_finite_unit_and_batch_invariant(encoder: runtime.Enc
         np.testing.assert_allclose(out[i], encoder.encode(text), atol=BATCH_INVARIANCE_ATOL)
 
 
+@pytest.mark.slow
 def test_eight_threads_by_500_encodes_match_serial_bit_for_bit(encoder: runtime.Encoder) -> None:
     pairs = read_sts("dev")[:500]
     work = [[p.s1] if i % 3 else [p.s1, p.s2] for i, p in enumerate(pairs)]
@@ -121,14 +128,14 @@ def test_export_killed_midway_leaves_previous_artifact(
     proc.wait()
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
-    from export.pipeline import recover_interrupted
+    from export.publish import recover_interrupted
 
     recover_interrupted(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"], "the dead export's temporary folder is removed"
 
 
 def test_export_killed_mid_swap_is_restored(tiny_artifact: Path, tmp_path: Path) -> None:
-    from export.pipeline import recover_interrupted
+    from export.publish import recover_interrupted
 
     out = tmp_path / "model"
     shutil.copytree(tiny_artifact, tmp_path / f".model.old-{_dead_pid()}")

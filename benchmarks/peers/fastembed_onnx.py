@@ -1,8 +1,11 @@
-"""fastembed on the sentence-transformers dynamic int8 graph, registered with ``TextEmbedding.add_custom_model``.
+"""fastembed, on the graph fastembed itself picks for this model, registered with ``TextEmbedding.add_custom_model``.
 
-fastembed cannot download here, so it reads the ``st-onnx`` cache folder through ``specific_model_path``. It takes its
-truncation length from the folder's tokenizer files (not from sentence-transformers' max_seq_length); the length it
-ends up with is recorded in the notes, never corrected.
+fastembed's catalogue serves sentence-transformers/all-MiniLM-L6-v2 as one fp32 ONNX export (``model.onnx`` of
+Qdrant/all-MiniLM-L6-v2-onnx, 0.09 GB), the same file on every CPU: it has no int8 variant and no per-CPU choice for
+this model. So fastembed runs the fp32 ``onnx/model.onnx`` that sentence-transformers exports from the fine-tuned
+checkpoint (the ``st-onnx`` cache folder), read through ``specific_model_path`` since nothing may download here.
+fastembed takes its truncation length from the folder's tokenizer files (not from sentence-transformers'
+max_seq_length); the length it ends up with is recorded in the notes, never corrected.
 """
 
 from __future__ import annotations
@@ -14,11 +17,11 @@ from benchmarks.peers import Peer, st_onnx
 from benchmarks.systems import System
 from runtime.artifact import DIMENSION
 
-MODEL_NAME = "bench/minilm-l6-stsb-int8"
+MODEL_NAME = "bench/minilm-l6-stsb"
 
 
 def prepare(system: System, paths: Paths, settings: Settings) -> None:
-    """fastembed reuses the sentence-transformers int8 export."""
+    """fastembed reads the sentence-transformers export's fp32 graph."""
     st_onnx.prepare(system, paths, settings)
 
 
@@ -28,7 +31,7 @@ def load(system: System, paths: Paths, threads: int) -> Peer:
     from fastembed.common.model_description import ModelSource, PoolingType
 
     folder = st_onnx.model_folder(paths)
-    model_file = f"onnx/{st_onnx.int8_file()}"
+    model_file = st_onnx.graph_file(paths, "fp32")
     TextEmbedding.add_custom_model(
         model=MODEL_NAME,
         pooling=PoolingType.MEAN,

@@ -1,4 +1,5 @@
-"""sentence-transformers ``backend="onnx"``: its own export, and its ``export_dynamic_quantized_onnx_model`` int8."""
+"""sentence-transformers ``backend="onnx"``: its own export, and its ``export_dynamic_quantized_onnx_model`` int8 with
+the preset for this CPU."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.cache import cached
+from benchmarks.cache import cached, stamp
 from benchmarks.config import Paths, Settings
 from benchmarks.machine import cpu_flags
 from benchmarks.peers import Peer
@@ -26,28 +27,48 @@ def quantization_target() -> str:
     return "avx2" if "avx2" in flags else "arm64"
 
 
-def int8_file() -> str:
-    """File name sentence-transformers gives the dynamic int8 graph (``onnx/model_qint8_<preset>.onnx``)."""
-    return f"model_qint8_{quantization_target()}.onnx"
-
-
 def model_folder(paths: Paths) -> Path:
-    """The checkpoint saved with ``onnx/model.onnx`` and ``onnx/model_qint8_<preset>.onnx`` beside it."""
+    """The checkpoint saved with ``onnx/model.onnx`` and the dynamic int8 graph of this CPU's preset beside it."""
     return paths.cache / FOLDER
 
 
 def prepare(system: System, paths: Paths, settings: Settings) -> None:
-    """Export (once per checkpoint) the fp32 and dynamic int8 graphs, as sentence-transformers' docs describe."""
-    cached(model_folder(paths), paths.checkpoint, lambda tmp: _export(paths.checkpoint, tmp))
+    """Export the fp32 and dynamic int8 graphs as sentence-transformers' docs describe; reused while the checkpoint
+    and this CPU's preset are unchanged (a cache built on another CPU class is rebuilt, not reused)."""
+    preset = quantization_target()
+    cached(
+        model_folder(paths),
+        paths.checkpoint,
+        lambda tmp: _export(paths.checkpoint, tmp, preset),
+        {"int8_preset": preset},
+    )
 
 
-def _export(checkpoint: Path, out: Path) -> dict[str, object]:
+def _export(checkpoint: Path, out: Path, preset: str) -> dict[str, object]:
     from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
 
     model = SentenceTransformer(str(checkpoint), device="cpu", backend="onnx")
     model.save(str(out))
-    export_dynamic_quantized_onnx_model(model, quantization_target(), str(out))
-    return {"fp32": f"onnx/{FP32_FILE}", "int8": f"onnx/{int8_file()}", "int8_preset": quantization_target()}
+    before = set((out / "onnx").glob("*.onnx"))
+    export_dynamic_quantized_onnx_model(model, preset, str(out))
+    # sentence-transformers names the file after the preset's weight type: model_qint8_avx512_vnni.onnx, but
+    # model_quint8_avx2.onnx (uint8 weights). Record what it wrote rather than predicting the name.
+    written = sorted(set((out / "onnx").glob("*.onnx")) - before)
+    if len(written) != 1:
+        raise RuntimeError(f"export_dynamic_quantized_onnx_model({preset!r}) wrote {[p.name for p in written]}")
+    return {"fp32": f"onnx/{FP32_FILE}", "int8": f"onnx/{written[0].name}", "int8_preset": preset}
+
+
+def graph_file(paths: Paths, precision: str) -> str:
+    """The graph of ``precision`` inside :func:`model_folder`, e.g. ``onnx/model_quint8_avx2.onnx``."""
+    if precision == "fp32":
+        return f"onnx/{FP32_FILE}"
+    record = stamp(model_folder(paths)) or {}
+    if record.get("int8_preset") != quantization_target():
+        raise RuntimeError(
+            f"{model_folder(paths)} holds no int8 graph for preset {quantization_target()!r} (run prepare first)"
+        )
+    return str(record["int8"])
 
 
 def session_options(threads: int) -> object:
@@ -66,12 +87,16 @@ def load(system: System, paths: Paths, threads: int) -> Peer:
     from sentence_transformers import SentenceTransformer
 
     folder = model_folder(paths)
-    file_name = FP32_FILE if system.precision == "fp32" else int8_file()
-    kwargs = {"file_name": file_name, "provider": "CPUExecutionProvider", "session_options": session_options(threads)}
+    graph = graph_file(paths, system.precision)
+    kwargs = {
+        "file_name": Path(graph).name,
+        "provider": "CPUExecutionProvider",
+        "session_options": session_options(threads),
+    }
     model = SentenceTransformer(str(folder), device="cpu", backend="onnx", model_kwargs=kwargs)
 
     def embed(texts: list[str], batch_size: int) -> np.ndarray:
         return np.asarray(model.encode(texts, batch_size=batch_size, convert_to_numpy=True), dtype=np.float32)
 
-    notes = {"graph": f"onnx/{file_name}", "max_seq_length": model.max_seq_length, "intra_op_threads": threads}
-    return Peer(embed, (folder / "onnx" / file_name,), notes)
+    notes = {"graph": graph, "max_seq_length": model.max_seq_length, "intra_op_threads": threads}
+    return Peer(embed, (folder / graph,), notes)
