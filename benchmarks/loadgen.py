@@ -94,7 +94,7 @@ def payloads(
     return bodies
 
 
-async def _send(session: aiohttp.ClientSession, load: Load, body: bytes, due: float, samples: list[Sample]) -> None:
+async def send(session: aiohttp.ClientSession, load: Load, body: bytes, due: float, samples: list[Sample]) -> None:
     sent = time.perf_counter()
     try:
         async with session.post(load.url, data=body, headers=load.headers) as response:
@@ -105,7 +105,7 @@ async def _send(session: aiohttp.ClientSession, load: Load, body: bytes, due: fl
     samples.append(Sample(due=due, sent=sent, status=status, latency_s=time.perf_counter() - due))
 
 
-def _session(load: Load, connections: int) -> aiohttp.ClientSession:
+def client_session(load: Load, connections: int) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=connections, force_close=False, enable_cleanup_closed=True)
     timeout = aiohttp.ClientTimeout(total=load.timeout_s)
     headers = {"content-type": "application/json", **load.headers}
@@ -117,14 +117,14 @@ def _session(load: Load, connections: int) -> aiohttp.ClientSession:
 async def closed_loop(load: Load, concurrency: int, duration_s: float, warmup_s: float = 2.0) -> Report:
     """``concurrency`` clients back to back for ``warmup_s + duration_s``; only the last ``duration_s`` counts."""
     samples: list[Sample] = []
-    async with _session(load, concurrency) as session:
+    async with client_session(load, concurrency) as session:
         start = time.perf_counter()
         stop = start + warmup_s + duration_s
 
         async def client(k: int) -> None:
             i = k
             while time.perf_counter() < stop:
-                await _send(session, load, load.bodies[i % len(load.bodies)], time.perf_counter(), samples)
+                await send(session, load, load.bodies[i % len(load.bodies)], time.perf_counter(), samples)
                 i += concurrency
 
         await asyncio.gather(*(client(k) for k in range(concurrency)))
@@ -139,7 +139,7 @@ async def open_loop(
     samples: list[Sample] = []
     rng = random.Random(seed)
     tasks: set[asyncio.Task[None]] = set()
-    async with _session(load, max_connections) as session:
+    async with client_session(load, max_connections) as session:
         start = time.perf_counter()
         stop = start + warmup_s + duration_s
         due = start
@@ -151,7 +151,7 @@ async def open_loop(
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            task = asyncio.create_task(_send(session, load, load.bodies[i % len(load.bodies)], due, samples))
+            task = asyncio.create_task(send(session, load, load.bodies[i % len(load.bodies)], due, samples))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             i += 1

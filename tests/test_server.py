@@ -345,10 +345,10 @@ def test_sigterm_drains_in_flight_work_then_exits_cleanly(tmp_path: Path, encode
         assert _wait_for(lambda: srv.metric("embed_inflight_inputs") >= 128)
         srv.proc.send_signal(signal.SIGTERM)
         health = httpx.get(f"{srv.url}/health", timeout=10)
-        late = srv.post("/v1/embeddings", {"input": "too late"})
+        late = srv.post("/v1/embeddings", {"input": "on its way when the signal came"})
         thread.join()
         assert health.status_code == 503 and health.json() == {"status": "draining"}
-        assert late.status_code == 503 and late.json()["error"]["code"] == "shutting_down"
+        assert late.status_code == 200  # stragglers are still answered while the balancer catches up
         answer = result["value"]
         assert answer.status_code == 200  # type: ignore[attr-defined]
         got = np.array(answer.json())  # type: ignore[attr-defined]

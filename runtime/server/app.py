@@ -62,7 +62,8 @@ class Service:
             dimension=encoder.get_sentence_embedding_dimension(),
         )
         self.inflight = 0  # inputs admitted and not yet answered; touched only on the event loop
-        self.draining = False
+        self.draining = False  # set by SIGTERM: /health answers 503 so balancers stop routing here; work goes on
+        self.last_arrival = 0.0  # monotonic time of the last embedding request, for the drain's quiet period
         self._key = f"Bearer {settings.api_key}".encode() if settings.api_key else None
         self.app = self._build()
 
@@ -144,15 +145,8 @@ class Service:
         return Response(tei_body(out), media_type=JSON, headers=_timing(job))
 
     async def _admit_and_read(self, request: Request) -> dict[str, Any]:
-        """Refuse at once while draining or full; read the body within the payload limit; parse the JSON."""
-        if self.draining:
-            raise ApiError(
-                503,
-                "The server is shutting down",
-                kind="server_error",
-                code="shutting_down",
-                headers={"retry-after": "1"},
-            )
+        """Refuse at once when full; read the body within the payload limit; parse the JSON."""
+        self.last_arrival = time.monotonic()
         if self.inflight >= self.settings.max_inflight_inputs:
             raise _overloaded(self.inflight)
         limit = self.settings.max_payload_bytes
@@ -171,14 +165,6 @@ class Service:
     async def _embed(self, request: Request, inputs: Inputs, truncate: bool) -> Job:
         """Queue the inputs for the inference thread and wait, dropping the work if the client disconnects."""
         count = inputs.count
-        if self.draining:
-            raise ApiError(
-                503,
-                "The server is shutting down",
-                kind="server_error",
-                code="shutting_down",
-                headers={"retry-after": "1"},
-            )
         if self.inflight and self.inflight + count > self.settings.max_inflight_inputs:
             raise _overloaded(self.inflight)  # one request larger than the bound is admitted when nothing else is
         loop = asyncio.get_running_loop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -23,6 +24,9 @@ from runtime.server.metrics import Metrics
 log = logging.getLogger("uvicorn.error")
 
 WINDOW_RUNS = 4  # a step takes jobs up to this many full runs of tokens (at least one job)
+# The inference thread runs at a lower CPU priority than the event loop, so on a busy core health checks, 429s and
+# responses are not queued behind session runs; it still gets every cycle the event loop leaves.
+INFERENCE_NICE = 10
 
 
 class InputTooLong(ValueError):
@@ -91,6 +95,7 @@ class Batcher:
             self._thread.join(timeout)
 
     def _work(self) -> None:
+        _lower_priority(INFERENCE_NICE)
         while True:
             with self._cond:
                 while not self._waiting and not self._closing:
@@ -174,6 +179,15 @@ class Batcher:
             if job.remaining == 0:
                 job.finished = end
                 _resolve(job, None)
+
+
+def _lower_priority(nice: int) -> None:
+    """Raise this thread's nice value (Linux: nice is per thread); elsewhere, or without permission, do nothing."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except (AttributeError, OSError):
+        log.warning("could not lower the inference thread's priority")
 
 
 def _estimate_tokens(job: Job) -> int:

@@ -19,10 +19,14 @@ from runtime.server.options import settings_from_args
 log = logging.getLogger("uvicorn.error")
 
 
+DRAIN_QUIET_S = 0.5  # the drain ends once nothing is in flight and no request arrived for this long
+
+
 class DrainingServer(uvicorn.Server):
-    """uvicorn, plus a drain: the first SIGTERM/SIGINT turns /health to 503 and refuses new work, admitted inputs
-    finish (up to the graceful timeout), then uvicorn shuts down and the process exits with status 0.
-    A second signal stops at once, as plain uvicorn does."""
+    """uvicorn, plus a drain: the first SIGTERM/SIGINT turns /health to 503 while requests are still served, so a
+    load balancer stops routing here and requests already on their way are answered; once nothing is in flight and
+    none arrived for DRAIN_QUIET_S (or after the graceful timeout), uvicorn stops listening, finishes the requests
+    it holds, and the process exits with status 0. A second signal stops at once, as plain uvicorn does."""
 
     def __init__(self, config: uvicorn.Config, service: Service) -> None:
         super().__init__(config)
@@ -38,7 +42,10 @@ class DrainingServer(uvicorn.Server):
         self._deadline = time.monotonic() + self.service.settings.graceful_timeout
 
     async def on_tick(self, counter: int) -> bool:
-        if self.service.draining and (self.service.inflight == 0 or time.monotonic() > self._deadline):
+        service = self.service
+        now = time.monotonic()
+        idle = service.inflight == 0 and now - service.last_arrival >= DRAIN_QUIET_S
+        if service.draining and (idle or now > self._deadline):
             self.should_exit = True
         return await super().on_tick(counter)
 
