@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -15,7 +16,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -34,6 +35,7 @@ from runtime.server.protocol import (
     tei_body,
 )
 
+log = logging.getLogger("uvicorn.error")
 JSON = "application/json"
 CLIENT_CLOSED = 499  # nginx's status for a client that went away; only ever seen in metrics
 
@@ -103,6 +105,13 @@ class Service:
                 response = await handler(request)
             except ApiError as err:
                 response = _error_response(err)
+            except ClientDisconnect:
+                response = _error_response(ApiError(CLIENT_CLOSED, "client disconnected while sending its request"))
+            except Exception as err:  # a server fault: logged with its traceback, answered 500, counted
+                log.exception("request to %s failed", name)
+                response = _error_response(
+                    ApiError(500, f"Internal server error: {type(err).__name__}", kind="server_error")
+                )
             self.metrics.requests.labels(name, str(response.status_code)).inc()
             elapsed = time.perf_counter() - start
             self.metrics.request_seconds.labels(name).observe(elapsed)
