@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -114,6 +115,15 @@ def test_openai_client_float_matches_library(client: openai.OpenAI, encoder: run
     assert np.abs(got - encoder.encode(TEXTS)).max() <= 1e-6
     assert reply.model == "minilm-l6-stsb" and reply.object == "list"
     assert reply.usage.prompt_tokens == reply.usage.total_tokens == _usage(encoder, TEXTS)
+
+
+def test_readme_server_example_runs(server: Server, encoder: runtime.Encoder) -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"```python server\n(.*?)```", readme, flags=re.DOTALL)
+    scope: dict[str, object] = {}
+    exec(block.replace("http://127.0.0.1:8000", server.url).replace('"KEY"', repr(KEY)), scope)
+    texts = ["A man plays the guitar.", "A man is playing music."]
+    assert np.abs(np.array(scope["vectors"]) - encoder.encode(texts)).max() <= 1e-6
 
 
 def test_openai_client_base64_default_matches_library(client: openai.OpenAI, encoder: runtime.Encoder) -> None:
