@@ -342,6 +342,10 @@ def main(argv: list[str] | None = None) -> None:
     lib["mean"] = {b: round((lib["before"][b]["texts_per_s"] + lib["after"][b]["texts_per_s"]) / 2, 1) for b in (32, 1)}
     print(f"library after: {lib['after']}", file=sys.stderr)
     doc["library"] = lib
+    stem = args.out or RESULTS / f"server-{machine['name']}"
+    partial = stem.with_suffix(".partial.json")  # progress of this run; earlier complete results stay untouched
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_text(json.dumps(doc, indent=2))
     capacity = runs["closed_c64_b1"]["goodput_rps"]
     doc["capacity_rps_1_text"] = capacity
     latency_inflight = max(8, round(capacity * args.latency_budget_ms / 1000))
@@ -376,6 +380,7 @@ def main(argv: list[str] | None = None) -> None:
         runs["sigterm_under_load"] = sigterm_under_load(srv)
         print("sigterm", runs["sigterm_under_load"], file=sys.stderr)
     doc["server"] = runs
+    partial.write_text(json.dumps(doc, indent=2))
 
     if "infinity" not in skip and args.infinity_python:
         doc["infinity"] = {}
@@ -401,6 +406,7 @@ def main(argv: list[str] | None = None) -> None:
                 if isinstance(v, dict)
             }
             print("infinity", variant, summary, file=sys.stderr)
+            partial.write_text(json.dumps(doc, indent=2))
 
     if "soak" not in skip:
         srv = our_server()
@@ -411,7 +417,8 @@ def main(argv: list[str] | None = None) -> None:
         print("soak", {k: v for k, v in doc["soak"].items() if k != "rss_curve_mib"}, file=sys.stderr)
     doc["loadavg_end"] = loadavg()
     doc["checks"] = checks(doc)
-    write(doc, args.out or RESULTS / f"server-{machine['name']}")
+    write(doc, stem)
+    partial.unlink()
 
 
 def checks(doc: dict[str, Any]) -> dict[str, Any]:

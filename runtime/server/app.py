@@ -179,20 +179,23 @@ class Service:
         loop = asyncio.get_running_loop()
         job = Job(loop, loop.create_future(), count, texts=inputs.texts, ids=inputs.ids, truncate=truncate)
         self._change_inflight(count)
+        gone: asyncio.Future[Any] | None = None
         try:
             self.batcher.submit(job)
             gone = asyncio.ensure_future(request.receive())  # resolves with http.disconnect if the client leaves
             await asyncio.wait((job.future, gone), return_when=asyncio.FIRST_COMPLETED)
             if not job.future.done():
-                job.cancelled = True
                 raise ApiError(CLIENT_CLOSED, "client disconnected before its embeddings were computed")
-            gone.cancel()
             job.future.result()
         except InputTooLong as err:
             raise ApiError(
                 413, f"{err}; send truncate=true or shorten it", param="inputs", code="input_too_long"
             ) from None
         finally:
+            if not job.future.done():  # client gone, or this task cancelled: the inference thread skips its rows
+                job.cancelled = True
+            if gone is not None:
+                gone.cancel()
             self._change_inflight(-count)
         return job
 
