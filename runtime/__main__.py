@@ -12,6 +12,7 @@ import numpy as np
 
 import runtime
 from runtime.artifact import MANIFEST_FILE
+from runtime.server.options import add_arguments as add_serve_arguments
 
 PROGRESS_FROM = 1000  # inputs with at least this many texts show progress on stderr
 
@@ -89,6 +90,14 @@ def _info(args: argparse.Namespace) -> None:
     print(json.dumps(info, indent=2))
 
 
+def _serve(args: argparse.Namespace) -> None:
+    try:
+        from runtime.server.main import serve
+    except ImportError as err:
+        raise SystemExit(f"error: the server needs the 'serve' extra: pip install '.[serve]' ({err})") from err
+    serve(args)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m runtime", description=__doc__)
     parser.add_argument(
@@ -105,6 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     p_encode.add_argument("--threads", type=int, default=None)
     p_encode.set_defaults(func=_encode)
     sub.add_parser("info", help="show the model, providers and manifest metrics").set_defaults(func=_info)
+    p_serve = sub.add_parser("serve", help="OpenAI-compatible HTTP embedding server (needs the 'serve' extra)")
+    add_serve_arguments(p_serve)
+    p_serve.set_defaults(func=_serve)
     args = parser.parse_args(argv)
     try:
         args.func(args)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from runtime.artifact import Manifest, Precision, read_manifest, verify
 from runtime.errors import ArtifactError
@@ -104,11 +104,13 @@ class Encoder:
         return np.asarray(matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), np.float32(1e-12)))
 
     def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self._encodings(texts)]
+
+    def _encodings(self, texts: list[str]) -> list[Encoding]:
         try:
-            encodings = self._tokenizer.encode_batch(texts)
+            return list(self._tokenizer.encode_batch(texts))
         except TypeError:  # tokenizers rejects str that is not valid UTF-8 (lone surrogates)
-            encodings = self._tokenizer.encode_batch([_scrub(t) for t in texts])
-        return [e.ids for e in encodings]
+            return list(self._tokenizer.encode_batch([_scrub(t) for t in texts]))
 
     def _run(self, rows: list[list[int]]) -> np.ndarray:
         width = max(len(r) for r in rows)
@@ -126,6 +128,43 @@ class Encoder:
                 f"{self.folder}: graph produced non-finite embeddings for a batch of shape {input_ids.shape}"
             )
         return np.asarray(emb, dtype=np.float32)
+
+    # Token-level entry points, for callers that gather many encode requests into shared batches (runtime.server).
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of token ids the model's embedding table holds; valid ids are 0 .. vocab_size - 1."""
+        return int(self._tokenizer.get_vocab_size())
+
+    def tokenize_with_truncation(self, sentences: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
+        """Token ids of each text as ``tokenize`` returns them, and whether each text was cut at max_seq_length."""
+        texts = _check_texts(sentences)[0]
+        encodings = self._encodings(texts)
+        return [e.ids for e in encodings], [bool(e.overflowing) for e in encodings]
+
+    def batch_plan(self, ids: Sequence[Sequence[int]], batch_size: int = 32) -> list[list[int]]:
+        """Row indices of each session run ``encode`` makes for these token sequences (the same batching rules)."""
+        _check_batch_size(batch_size)
+        return list(_batches([list(r) for r in ids], batch_size, TOKENS_PER_RUN[self.device]))
+
+    def embed_ids(self, rows: Sequence[Sequence[int]], normalize_embeddings: bool = True) -> np.ndarray:
+        """Embed token-id sequences in ONE session run -> float32 (n, dim); plan runs with ``batch_plan``.
+
+        Each sequence is used as given (no [CLS]/[SEP] added): 1 to max_seq_length ids in 0 .. vocab_size - 1.
+        With ``normalize_embeddings`` the rows are renormalised exactly as ``encode`` does.
+        """
+        if not rows:
+            return np.empty((0, self.manifest.dimension), dtype=np.float32)
+        vocab = self.vocab_size
+        for i, r in enumerate(rows):
+            if not 1 <= len(r) <= self.max_seq_length:
+                raise ValueError(f"rows[{i}] has {len(r)} token ids, expected 1 to {self.max_seq_length}")
+            if min(r) < 0 or max(r) >= vocab:
+                raise ValueError(f"rows[{i}] holds token ids outside 0 .. {vocab - 1}")
+        out = self._run([list(r) for r in rows])
+        if normalize_embeddings:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), np.float32(1e-12))
+        return out
 
 
 def _load_tokenizer(path: Path, max_seq_length: int) -> Tokenizer:

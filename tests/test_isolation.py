@@ -1,4 +1,5 @@
-"""The runtime never pulls in torch, transformers or optimum, even indirectly; an installed wheel works anywhere."""
+"""The runtime never pulls in torch, transformers or optimum (nor the server stack), even indirectly; an installed
+wheel works anywhere."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ import runtime
 vec = runtime.load().encode(["hello"])
 HEAVY = {"torch", "transformers", "optimum", "sentence_transformers"}
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)
-print(json.dumps({"shape": list(vec.shape), "heavy": heavy, "runtime": runtime.__file__}))
+SERVER = {"uvicorn", "starlette", "prometheus_client", "orjson", "httpx", "aiohttp"}
+server = sorted(m for m in sys.modules if m.split(".")[0] in SERVER or m.startswith("runtime.server"))
+print(json.dumps({"shape": list(vec.shape), "heavy": heavy, "server": server, "runtime": runtime.__file__}))
 """
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,6 +51,7 @@ def test_import_and_encode_leave_torch_out(tmp_path: Path) -> None:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["shape"] == [1, 384]
     assert result["heavy"] == []
+    assert result["server"] == [], "import runtime must not load the HTTP server stack (the 'serve' extra)"
 
 
 DISTRIBUTION = "minilm-stsb-onnx"

@@ -1,0 +1,289 @@
+"""The ASGI application: routes, authentication, admission control (429), disconnects, timing headers."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import numpy as np
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from runtime.encoder import TOKENS_PER_RUN, Encoder
+from runtime.server.batcher import Batcher, InputTooLong, Job
+from runtime.server.metrics import Metrics
+from runtime.server.options import Settings
+from runtime.server.protocol import (
+    ApiError,
+    Inputs,
+    Limits,
+    openai_body,
+    parse_json,
+    parse_openai,
+    parse_tei,
+    tei_body,
+)
+
+log = logging.getLogger("uvicorn.error")
+JSON = "application/json"
+CLIENT_CLOSED = 499  # nginx's status for a client that went away; only ever seen in metrics
+
+
+def package_version() -> str:
+    """This distribution's version."""
+    try:
+        return version("minilm-stsb-onnx")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class Service:
+    """Everything one server process holds: the encoder, its batcher, metrics, limits and drain state."""
+
+    def __init__(self, encoder: Encoder, settings: Settings) -> None:
+        self.encoder = encoder
+        self.settings = settings
+        self.model_name = settings.model_name or encoder.manifest.name
+        self.metrics = Metrics()
+        self.batcher = Batcher(encoder, self.metrics, settings.batch_size)
+        self.limits = Limits(
+            max_inputs=settings.max_inputs_per_request,
+            vocab_size=encoder.vocab_size,
+            max_seq_length=encoder.max_seq_length,
+            dimension=encoder.get_sentence_embedding_dimension(),
+        )
+        self.inflight = 0  # inputs admitted and not yet answered; touched only on the event loop
+        self.draining = False  # set by SIGTERM: /health answers 503 so balancers stop routing here; work goes on
+        self.last_arrival = 0.0  # monotonic time of the last embedding request, for the drain's quiet period
+        self._key = f"Bearer {settings.api_key}".encode() if settings.api_key else None
+        self.app = self._build()
+
+    def _build(self) -> Starlette:
+        routes = [
+            Route("/v1/embeddings", self._route("/v1/embeddings", self._openai), methods=["POST"]),
+            Route("/embeddings", self._route("/v1/embeddings", self._openai), methods=["POST"]),
+            Route("/embed", self._route("/embed", self._tei), methods=["POST"]),
+            Route("/health", self._health, methods=["GET"]),
+            Route("/info", self._route("/info", self._info), methods=["GET"]),
+            Route("/v1/models", self._route("/v1/models", self._models), methods=["GET"]),
+            Route("/metrics", self._metrics, methods=["GET"]),
+        ]
+        handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+            HTTPException: _http_error,
+            Exception: _server_error,
+        }
+        return Starlette(routes=routes, exception_handlers=handlers, lifespan=self._lifespan)
+
+    @asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> Any:
+        self.batcher.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(self.batcher.close, self.settings.graceful_timeout)
+
+    def _route(
+        self, name: str, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """Wrap a handler: authentication, OpenAI error bodies, status counts and the duration histogram."""
+
+        async def endpoint(request: Request) -> Response:
+            start = time.perf_counter()
+            try:
+                self._authenticate(request)
+                response = await handler(request)
+            except ApiError as err:
+                response = _error_response(err)
+            except ClientDisconnect:
+                response = _error_response(ApiError(CLIENT_CLOSED, "client disconnected while sending its request"))
+            except Exception as err:  # a server fault: logged with its traceback, answered 500, counted
+                log.exception("request to %s failed", name)
+                response = _error_response(
+                    ApiError(500, f"Internal server error: {type(err).__name__}", kind="server_error")
+                )
+            self.metrics.requests.labels(name, str(response.status_code)).inc()
+            elapsed = time.perf_counter() - start
+            self.metrics.request_seconds.labels(name).observe(elapsed)
+            response.headers["x-total-time"] = _ms(elapsed)
+            return response
+
+        return endpoint
+
+    def _authenticate(self, request: Request) -> None:
+        if self._key is None:
+            return
+        given = request.headers.get("authorization")
+        if given is None:
+            raise ApiError(
+                401,
+                "You didn't provide an API key: send 'Authorization: Bearer KEY'",
+                code="invalid_api_key",
+                headers={"www-authenticate": "Bearer"},
+            )
+        if not hmac.compare_digest(given.encode(), self._key):
+            raise ApiError(
+                401, "Incorrect API key provided", code="invalid_api_key", headers={"www-authenticate": "Bearer"}
+            )
+
+    async def _openai(self, request: Request) -> Response:
+        body = await self._admit_and_read(request)
+        parsed = parse_openai(body, self.limits, self.model_name)
+        job = await self._embed(request, parsed.inputs, truncate=True)
+        assert job.out is not None
+        out = _normalize(job.out)
+        content = openai_body(out, self.model_name, job.tokens, parsed.base64)
+        return Response(content, media_type=JSON, headers=_timing(job))
+
+    async def _tei(self, request: Request) -> Response:
+        body = await self._admit_and_read(request)
+        parsed = parse_tei(body, self.limits)
+        job = await self._embed(request, parsed.inputs, truncate=parsed.truncate)
+        assert job.out is not None
+        out = _normalize(job.out) if parsed.normalize else job.out
+        return Response(tei_body(out), media_type=JSON, headers=_timing(job))
+
+    async def _admit_and_read(self, request: Request) -> dict[str, Any]:
+        """Refuse at once when full; read the body within the payload limit; parse the JSON."""
+        self.last_arrival = time.monotonic()
+        if self.inflight >= self.settings.max_inflight_inputs:
+            raise _overloaded(self.inflight)
+        limit = self.settings.max_payload_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _too_large(int(declared), limit)
+        chunks = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(size, limit)
+            chunks.append(chunk)
+        return parse_json(b"".join(chunks))
+
+    async def _embed(self, request: Request, inputs: Inputs, truncate: bool) -> Job:
+        """Queue the inputs for the inference thread and wait, dropping the work if the client disconnects."""
+        count = inputs.count
+        if self.inflight and self.inflight + count > self.settings.max_inflight_inputs:
+            raise _overloaded(self.inflight)  # one request larger than the bound is admitted when nothing else is
+        loop = asyncio.get_running_loop()
+        job = Job(loop, loop.create_future(), count, texts=inputs.texts, ids=inputs.ids, truncate=truncate)
+        self._change_inflight(count)
+        gone: asyncio.Future[Any] | None = None
+        try:
+            self.batcher.submit(job)
+            gone = asyncio.ensure_future(request.receive())  # resolves with http.disconnect if the client leaves
+            await asyncio.wait((job.future, gone), return_when=asyncio.FIRST_COMPLETED)
+            if not job.future.done():
+                raise ApiError(CLIENT_CLOSED, "client disconnected before its embeddings were computed")
+            job.future.result()
+        except InputTooLong as err:
+            raise ApiError(
+                413, f"{err}; send truncate=true or shorten it", param="inputs", code="input_too_long"
+            ) from None
+        finally:
+            if not job.future.done():  # client gone, or this task cancelled: the inference thread skips its rows
+                job.cancelled = True
+            if gone is not None:
+                gone.cancel()
+            self._change_inflight(-count)
+        return job
+
+    def _change_inflight(self, delta: int) -> None:
+        self.inflight += delta
+        self.metrics.inflight_inputs.set(self.inflight)
+
+    async def _health(self, request: Request) -> Response:
+        if self.draining:
+            return Response(b'{"status":"draining"}', status_code=503, media_type=JSON)
+        return Response(b'{"status":"ok"}', media_type=JSON)
+
+    async def _info(self, request: Request) -> Response:
+        enc = self.encoder
+        s = self.settings
+        info = {
+            "model": self.model_name,
+            "artifact": str(enc.folder),
+            "dimension": self.limits.dimension,
+            "max_seq_length": enc.max_seq_length,
+            "vocab_size": self.limits.vocab_size,
+            "device": enc.device,
+            "precision": enc.precision.value,
+            "version": package_version(),
+            "batching": {"batch_size": s.batch_size, "tokens_per_run": TOKENS_PER_RUN[enc.device]},
+            "limits": {
+                "max_payload_bytes": s.max_payload_bytes,
+                "max_inputs_per_request": s.max_inputs_per_request,
+                "max_inflight_inputs": s.max_inflight_inputs,
+            },
+        }
+        return Response(orjson.dumps(info), media_type=JSON)
+
+    async def _models(self, request: Request) -> Response:
+        model = {"id": self.model_name, "object": "model", "created": 0, "owned_by": "minilm-stsb-onnx"}
+        return Response(orjson.dumps({"object": "list", "data": [model]}), media_type=JSON)
+
+    async def _metrics(self, request: Request) -> Response:
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _normalize(out: np.ndarray) -> np.ndarray:
+    """Renormalise rows in float32, exactly as ``Encoder.encode(normalize_embeddings=True)`` does."""
+    if len(out):
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), np.float32(1e-12))
+    return out
+
+
+def _timing(job: Job) -> dict[str, str]:
+    assert job.first_run is not None and job.finished is not None
+    return {
+        "x-queue-time": _ms(job.first_run - job.enqueued - job.tokenize_s),
+        "x-tokenization-time": _ms(job.tokenize_s),
+        "x-inference-time": _ms(job.finished - job.first_run),
+    }
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f}"
+
+
+def _overloaded(inflight: int) -> ApiError:
+    return ApiError(
+        429,
+        f"The server is at its limit of inputs in flight ({inflight}); retry after the Retry-After delay",
+        kind="rate_limit_error",
+        code="rate_limit_exceeded",
+        headers={"retry-after": "1"},
+    )
+
+
+def _too_large(size: int, limit: int) -> ApiError:
+    return ApiError(413, f"Request body of {size} bytes exceeds the limit of {limit} bytes", code="payload_too_large")
+
+
+def _error_response(err: ApiError) -> Response:
+    return Response(err.body(), status_code=err.status, media_type=JSON, headers=err.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    status = exc.status_code
+    message = {404: f"Unknown path {request.url.path}", 405: f"Method {request.method} not allowed on this path"}
+    err = ApiError(
+        status, message.get(status, str(exc.detail)), code={404: "not_found", 405: "method_not_allowed"}.get(status)
+    )
+    return _error_response(err)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return _error_response(ApiError(500, f"Internal server error: {type(exc).__name__}", kind="server_error"))

@@ -1,0 +1,403 @@
+"""The HTTP server as a real process on a free local port: API parity with the library through the openai client
+and /embed, every error status, auth, truncation, disconnects, admission control, graceful SIGTERM, a load smoke."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("uvicorn", reason="needs the 'serve' extra")
+openai = pytest.importorskip("openai", reason="needs the 'serve-test' extra")
+httpx = pytest.importorskip("httpx", reason="needs the 'serve-test' extra")
+
+import runtime  # noqa: E402
+from export.data import dev_sentences  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+KEY = "test-key"
+AUTH = {"authorization": f"Bearer {KEY}"}
+LONG = " ".join(["embedding servers batch requests from many clients"] * 60)  # ~420 tokens: truncated at 256
+TEXTS = [*dev_sentences()[:40], LONG, "naïve café — 東京 🙂", "   ", "A"]
+
+
+class Server:
+    """``python -m runtime serve`` in a subprocess on a free 127.0.0.1 port, stopped by the test."""
+
+    def __init__(self, tmp: Path, *args: str) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp / f"server-{self.port}.log"
+        cmd = [sys.executable, "-m", "runtime", "--provider", "cpu", "serve", "--port", str(self.port)]
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen([*cmd, "--threads", "1", *args], cwd=REPO, stdout=out, stderr=out)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server not healthy after 180 s: {self.log.read_text()}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def post(self, path: str, body: object, headers: dict[str, str] | None = None) -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", json=body, headers=AUTH if headers is None else headers, timeout=180)
+
+    def metric(self, name: str) -> float:
+        """The value of one unlabelled sample of /metrics."""
+        for line in httpx.get(f"{self.url}/metrics", timeout=10).text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        raise KeyError(name)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("server"), "--api-key", KEY)
+    yield srv
+    assert srv.stop() == 0, srv.log.read_text()
+
+
+@pytest.fixture(scope="module")
+def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Small limits: 8 inputs per request, 64 kB bodies, 4 inputs in flight."""
+    limits = ["--max-inputs-per-request", "8", "--max-payload-bytes", "65536", "--max-inflight-inputs", "4"]
+    srv = Server(tmp_path_factory.mktemp("strict"), *limits)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0)
+
+
+def _usage(encoder: runtime.Encoder, texts: list[str]) -> int:
+    return sum(len(ids) for ids in encoder.tokenize(texts))
+
+
+def test_openai_client_float_matches_library(client: openai.OpenAI, encoder: runtime.Encoder) -> None:
+    reply = client.embeddings.create(input=TEXTS, model="minilm-l6-stsb", encoding_format="float")
+    assert [d.index for d in reply.data] == list(range(len(TEXTS)))
+    got = np.array([d.embedding for d in reply.data])
+    assert np.abs(got - encoder.encode(TEXTS)).max() <= 1e-6
+    assert reply.model == "minilm-l6-stsb" and reply.object == "list"
+    assert reply.usage.prompt_tokens == reply.usage.total_tokens == _usage(encoder, TEXTS)
+
+
+def test_readme_server_example_runs(server: Server, encoder: runtime.Encoder) -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"```python server\n(.*?)```", readme, flags=re.DOTALL)
+    scope: dict[str, object] = {}
+    exec(block.replace("http://127.0.0.1:8000", server.url).replace('"KEY"', repr(KEY)), scope)
+    texts = ["A man plays the guitar.", "A man is playing music."]
+    assert np.abs(np.array(scope["vectors"]) - encoder.encode(texts)).max() <= 1e-6
+
+
+def test_openai_client_base64_default_matches_library(client: openai.OpenAI, encoder: runtime.Encoder) -> None:
+    reply = client.embeddings.create(input=TEXTS, model="minilm-l6-stsb")  # the client asks for base64 itself
+    got = np.array([d.embedding for d in reply.data])
+    assert np.abs(got - encoder.encode(TEXTS)).max() <= 1e-6
+    one = client.embeddings.create(input="A man is playing a guitar.", model="minilm-l6-stsb")
+    assert len(one.data) == 1
+    assert np.abs(np.array(one.data[0].embedding) - encoder.encode("A man is playing a guitar.")).max() <= 1e-6
+
+
+def test_raw_base64_is_little_endian_float32(server: Server, encoder: runtime.Encoder) -> None:
+    reply = server.post("/v1/embeddings", {"input": ["one text"], "encoding_format": "base64"}).json()
+    vector = np.frombuffer(base64.b64decode(reply["data"][0]["embedding"]), dtype="<f4")
+    assert np.array_equal(vector, encoder.encode("one text"))
+
+
+def test_embed_route_matches_library(server: Server, encoder: runtime.Encoder) -> None:
+    got = np.array(server.post("/embed", {"inputs": TEXTS}).json())
+    assert np.abs(got - encoder.encode(TEXTS)).max() <= 1e-6
+    raw = np.array(server.post("/embed", {"inputs": TEXTS, "normalize": False}).json())
+    assert np.abs(raw - encoder.encode(TEXTS, normalize_embeddings=False)).max() <= 1e-6
+    single = server.post("/embed", {"inputs": "A"}).json()
+    assert len(single) == 1 and np.abs(np.array(single[0]) - encoder.encode("A")).max() <= 1e-6
+
+
+def test_token_ids_are_model_input_as_given(server: Server, encoder: runtime.Encoder) -> None:
+    texts = TEXTS[:5]
+    ids = encoder.tokenize(texts)  # [CLS] ... [SEP], as the model sees them
+    reply = server.post("/v1/embeddings", {"input": ids, "encoding_format": "float"}).json()
+    got = np.array([d["embedding"] for d in reply["data"]])
+    assert np.abs(got - encoder.encode(texts)).max() <= 1e-6
+    assert reply["usage"]["prompt_tokens"] == sum(map(len, ids))
+    one = server.post("/v1/embeddings", {"input": ids[0], "encoding_format": "float"}).json()
+    assert np.abs(np.array(one["data"][0]["embedding"]) - encoder.encode(texts[0])).max() <= 1e-6
+
+
+def test_long_token_ids_truncate_like_the_library(server: Server, encoder: runtime.Encoder) -> None:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(encoder.folder / "tokenizer.json"))
+    tokenizer.no_truncation()
+    full = tokenizer.encode(LONG).ids
+    assert len(full) > 300
+    reply = server.post("/v1/embeddings", {"input": [full], "encoding_format": "float"}).json()
+    assert reply["usage"]["prompt_tokens"] == 256
+    assert np.abs(np.array(reply["data"][0]["embedding"]) - encoder.encode(LONG)).max() <= 1e-6
+
+
+def test_long_text_truncates_unless_asked_not_to(server: Server, encoder: runtime.Encoder) -> None:
+    reply = server.post("/v1/embeddings", {"input": LONG, "encoding_format": "float"}).json()
+    assert reply["usage"]["prompt_tokens"] == 256
+    refused = server.post("/embed", {"inputs": ["short", LONG], "truncate": False})
+    assert refused.status_code == 413
+    assert refused.json()["error"]["code"] == "input_too_long" and "input 1" in refused.json()["error"]["message"]
+    assert server.post("/embed", {"inputs": ["short"], "truncate": False}).status_code == 200
+
+
+def test_timing_headers(server: Server) -> None:
+    response = server.post("/v1/embeddings", {"input": ["timed"]})
+    for name in ("x-queue-time", "x-inference-time", "x-tokenization-time", "x-total-time"):
+        assert float(response.headers[name]) >= 0, name
+    assert float(response.headers["x-inference-time"]) > 0
+
+
+BAD_OPENAI = [
+    ({"input": []}, "input"),
+    ({"input": ""}, "input"),
+    ({"input": ["a", ""]}, "input"),
+    ({"input": ["a", 1]}, "input"),
+    ({"input": [[101, 102], "a"]}, "input"),
+    ({"input": [[101, "x"]]}, "input[0]"),
+    ({"input": [[]]}, "input[0]"),
+    ({"input": [101, -1, 102]}, "input"),
+    ({"input": [101, 30522, 102]}, "input"),
+    ({"input": [1.5]}, "input"),
+    ({"input": [True]}, "input"),
+    ({"input": None}, "input"),
+    ({"input": {"text": "a"}}, "input"),
+    ({"model": "minilm-l6-stsb"}, "input"),
+    ({"input": "a", "model": "text-embedding-3-small"}, "model"),
+    ({"input": "a", "encoding_format": "int8"}, "encoding_format"),
+    ({"input": "a", "dimensions": 128}, "dimensions"),
+    ({"input": "a", "dimension": 384}, "dimension"),
+]
+
+
+@pytest.mark.parametrize(("body", "param"), BAD_OPENAI)
+def test_bad_openai_requests_get_400_with_openai_error(server: Server, body: dict[str, object], param: str) -> None:
+    response = server.post("/v1/embeddings", body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    assert error["param"] == param and error["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"inputs": []}, {"inputs": "a", "normalize": "yes"}, {"inputs": "a", "truncation_direction": "left"}],
+)
+def test_bad_embed_requests_get_400(server: Server, body: dict[str, object]) -> None:
+    response = server.post("/embed", body)
+    assert response.status_code == 400 and response.json()["error"]["message"]
+
+
+def test_bad_bodies_methods_and_paths(server: Server) -> None:
+    def raw(content: bytes) -> httpx.Response:
+        return httpx.post(f"{server.url}/v1/embeddings", content=content, headers=AUTH)
+
+    assert raw(b"{not json").status_code == 400
+    assert raw(b'["a"]').status_code == 400
+    assert raw(b'{"input": "\\ud800"}').status_code == 400  # a lone surrogate is not valid JSON text for orjson
+    assert server.post("/v1/embeddings", {"input": "a", "dimensions": 384}).status_code == 200
+    wrong_method = httpx.get(f"{server.url}/v1/embeddings", headers=AUTH)
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"]["code"] == "method_not_allowed"
+    missing = httpx.get(f"{server.url}/v2/nothing", headers=AUTH)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_api_key(server: Server) -> None:
+    body = {"input": "a"}
+    for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": KEY}):
+        response = server.post("/v1/embeddings", body, headers=headers)
+        assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
+    assert server.post("/embed", {"inputs": "a"}, headers={}).status_code == 401
+    assert httpx.get(f"{server.url}/info").status_code == 401
+    assert server.post("/v1/embeddings", body).status_code == 200
+    assert httpx.get(f"{server.url}/health").status_code == 200  # probes and scrapers need no key
+    assert httpx.get(f"{server.url}/metrics").status_code == 200
+
+
+def test_info_health_metrics(server: Server) -> None:
+    info = httpx.get(f"{server.url}/info", headers=AUTH).json()
+    assert info["model"] == "minilm-l6-stsb" and info["dimension"] == 384 and info["max_seq_length"] == 256
+    limits = {"max_payload_bytes": 2_000_000, "max_inputs_per_request": 2048, "max_inflight_inputs": 1024}
+    assert info["limits"] == limits
+    assert info["version"] and info["vocab_size"] == 30522
+    assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
+    server.post("/v1/embeddings", {"input": ["counted"]})
+    text = httpx.get(f"{server.url}/metrics").text
+    for sample in (
+        'embed_requests_total{route="/v1/embeddings",status="200"}',
+        'embed_requests_total{route="/v1/embeddings",status="400"}',
+        "embed_queue_inputs ",
+        "embed_inflight_inputs ",
+        "embed_batch_size_bucket",
+        "embed_batch_tokens_bucket",
+        "embed_queue_duration_seconds_bucket",
+        "embed_batch_duration_seconds_bucket",
+        'embed_request_duration_seconds_bucket{le="0.001",route="/v1/embeddings"}',
+    ):
+        assert sample in text, sample
+    assert server.metric("embed_inputs_total") >= len(TEXTS)
+
+
+def test_payload_and_count_limits(strict: Server, encoder: runtime.Encoder) -> None:
+    texts = dev_sentences()[:9]
+    too_many = strict.post("/v1/embeddings", {"input": texts}, headers={})
+    assert too_many.status_code == 413 and too_many.json()["error"]["code"] == "too_many_inputs"
+    assert strict.post("/embed", {"inputs": texts}, headers={}).status_code == 413
+    eight = strict.post("/embed", {"inputs": texts[:8]}, headers={})
+    assert eight.status_code == 200 and np.abs(np.array(eight.json()) - encoder.encode(texts[:8])).max() <= 1e-6
+    big = strict.post("/v1/embeddings", {"input": ["x" * 70_000]}, headers={})
+    assert big.status_code == 413 and big.json()["error"]["code"] == "payload_too_large"
+    chunked = httpx.post(
+        f"{strict.url}/v1/embeddings", content=iter([b'{"input": "', b"y" * 70_000, b'"}']), timeout=30
+    )  # no content-length: the limit applies while reading
+    assert chunked.status_code == 413
+
+
+def _in_background(fn: object) -> tuple[threading.Thread, dict[str, object]]:
+    result: dict[str, object] = {}
+
+    def target() -> None:
+        result["value"] = fn()  # type: ignore[operator]
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, result
+
+
+def _wait_for(predicate: object, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def test_full_server_answers_429_with_retry_after(strict: Server) -> None:
+    # 8 long inputs: admitted because nothing else is in flight, then the bound of 4 is exceeded while they run.
+    for _attempt in range(5):
+        thread, result = _in_background(lambda: strict.post("/embed", {"inputs": [LONG] * 8}, headers={}))
+        _wait_for(lambda: strict.metric("embed_inflight_inputs") > 0)
+        refused = strict.post("/v1/embeddings", {"input": "one more"}, headers={})
+        thread.join()
+        assert result["value"].status_code == 200  # type: ignore[attr-defined]
+        if refused.status_code == 429:
+            assert int(refused.headers["retry-after"]) >= 1
+            assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+            return
+        assert refused.status_code == 200  # the long request had ended before ours arrived: try again
+    pytest.fail("never caught the server with inputs in flight")
+
+
+def test_disconnected_client_work_is_dropped_before_inference(server: Server) -> None:
+    dropped = server.metric("embed_inputs_dropped_total")
+    embedded = server.metric("embed_inputs_total")
+    thread, result = _in_background(lambda: server.post("/embed", {"inputs": [LONG] * 32}))
+    assert _wait_for(lambda: server.metric("embed_inflight_inputs") >= 32)
+    body = json.dumps({"input": ["left early"] * 4}).encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        head = f"POST /v1/embeddings HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\n"
+        sock.sendall(f"{head}content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body)
+        assert _wait_for(lambda: server.metric("embed_inflight_inputs") >= 36)
+    thread.join()
+    assert result["value"].status_code == 200  # type: ignore[attr-defined]
+    assert _wait_for(lambda: server.metric("embed_inflight_inputs") == 0)
+    assert server.metric("embed_inputs_dropped_total") - dropped == 4
+    assert server.metric("embed_inputs_total") - embedded == 32
+
+
+def test_client_gone_while_sending_its_body_is_counted(server: Server) -> None:
+    head = f"POST /v1/embeddings HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\ncontent-length: 1000\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(head.encode() + b'{"input": ["half a bo')
+        time.sleep(0.2)
+    closed = 'embed_requests_total{route="/v1/embeddings",status="499"}'
+    assert _wait_for(lambda: closed in httpx.get(f"{server.url}/metrics").text, timeout=10)
+    assert httpx.get(f"{server.url}/health").status_code == 200
+
+
+def test_sigterm_drains_in_flight_work_then_exits_cleanly(tmp_path: Path, encoder: runtime.Encoder) -> None:
+    srv = Server(tmp_path, "--graceful-timeout", "300")  # generous: CI machines can be very busy
+    try:
+        texts = [f"{LONG} {i}" for i in range(32)]
+        thread, result = _in_background(lambda: srv.post("/embed", {"inputs": texts}))
+        assert _wait_for(lambda: srv.metric("embed_inflight_inputs") >= 32)
+        srv.proc.send_signal(signal.SIGTERM)
+        health = httpx.get(f"{srv.url}/health", timeout=10)
+        late = srv.post("/v1/embeddings", {"input": "on its way when the signal came"})
+        thread.join()
+        assert health.status_code == 503 and health.json() == {"status": "draining"}
+        assert late.status_code == 200  # stragglers are still answered while the balancer catches up
+        answer = result["value"]
+        assert answer.status_code == 200  # type: ignore[attr-defined]
+        got = np.array(answer.json())  # type: ignore[attr-defined]
+        assert got.shape == (32, 384) and np.abs(got[:4] - encoder.encode(texts[:4])).max() <= 1e-6
+        assert srv.proc.wait(60) == 0, srv.log.read_text()
+        assert "draining 32 inputs in flight" in srv.log.read_text()
+    finally:
+        srv.stop()
+
+
+def test_load_smoke(server: Server) -> None:
+    loadgen = pytest.importorskip("benchmarks.loadgen")
+    pytest.importorskip("aiohttp")
+    texts = dev_sentences()[:64]
+    load = loadgen.Load(f"{server.url}/v1/embeddings", loadgen.payloads(texts, 4, count=16), 4, AUTH)
+    closed = loadgen.run(load, "closed", 4, 0.0, duration_s=1.5, warmup_s=0.5)
+    assert closed.requests > 0 and closed.by_status == {"200": closed.requests}
+    opened = loadgen.run(load, "open", 0, 40.0, duration_s=1.5, warmup_s=0.5)
+    assert opened.requests > 0 and opened.by_status == {"200": opened.requests}
+    assert opened.p99_ms is not None and closed.p50_ms is not None
+
+
+def test_serve_reports_a_bad_model_cleanly(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime", "--model", str(tmp_path), "serve", "--port", str(_free_port())],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert done.returncode != 0 and "manifest" in done.stderr.lower() and "Traceback" not in done.stderr
