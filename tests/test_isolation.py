@@ -9,11 +9,14 @@ from pathlib import Path
 
 PROBE = """
 import json, sys
+HEAVY = {"torch", "transformers", "optimum", "sentence_transformers", "pyarrow", "ray", "pandas", "tqdm"}
+def heavy():
+    return sorted({m.split(".")[0] for m in sys.modules} & HEAVY)
 import runtime
 vec = runtime.load().encode(["hello"])
-HEAVY = {"torch", "transformers", "optimum", "sentence_transformers"}
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)
-print(json.dumps({"shape": list(vec.shape), "heavy": heavy, "runtime": runtime.__file__}))
+after_encode = heavy()
+import runtime.corpus  # corpus jobs import pyarrow and ray only when a job needs them
+print(json.dumps({"shape": list(vec.shape), "heavy": after_encode, "corpus": heavy(), "runtime": runtime.__file__}))
 """
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,6 +43,7 @@ def test_import_and_encode_leave_torch_out(tmp_path: Path) -> None:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["shape"] == [1, 384]
     assert result["heavy"] == []
+    assert result["corpus"] == []
 
 
 def test_installed_wheel_ships_the_default_model(tmp_path: Path) -> None:
