@@ -56,7 +56,11 @@ def _add_encode(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.add_argument("--threads", type=int, help="onnxruntime threads (per actor with --ray; default there: 1)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--window", type=int, help="texts read, sorted and encoded at a time (default: 4096)")
-    p.add_argument("--shard-rows", type=int, help="input lines/rows per shard (default: 100000; with --ray smaller)")
+    p.add_argument(
+        "--shard-rows",
+        type=int,
+        help="input lines/rows per shard (default: 102400; with --ray about 4 shards per actor)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     p.set_defaults(func=_encode)
 
@@ -87,7 +91,7 @@ def _encode(args: argparse.Namespace) -> None:
             actors=args.actors,
         )
     if not args.quiet:
-        shards = f", {result.shards} shards ({result.resumed_shards} from before)" if result.shards else ""
+        shards = f", {result.shards} shard(s), {result.resumed_shards} from before" if result.shards else ""
         print(
             f"{result.records:,} texts -> {result.output}: {result.rows:,} rows, {result.bad_rows:,} bad rows skipped"
             f"{shards}; {result.seconds:.1f} s, {result.texts_per_second:,.0f} texts/s",

@@ -208,8 +208,8 @@ def plan(files: Sequence[str], columns: Columns, step: int, input_format: str | 
             raise CorpusError(f"{name}: a .txt file has no columns; --id-column needs .jsonl, .csv or .parquet")
         first = sum(s.records for s in sources)
         scan = _SCANNERS[kind]
-        source, id_type = scan(Path(name), index, first, step, columns, cuts)
-        sources.append(source)
+        source, id_type = scan(Path(name).resolve(), index, first, step, columns, cuts)
+        sources.append(replace(source, name=name))  # read by absolute path (Ray workers), named as given
         if id_type is not None:
             id_types.append(id_type)
     if columns.id is None:
@@ -462,7 +462,7 @@ class _Reader:
         header = self.source.header
         lines = _Lines(stream, cut.offset, cut.line - 1)
         if cut.offset == 0:
-            header = _csv_header(lines, Path(self.source.path), self.columns)
+            header = _csv_header(lines, Path(self.source.label), self.columns)
         if not header:
             return
         text_at = header.index(self.columns.text)

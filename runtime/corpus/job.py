@@ -31,7 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "column": "text",
     "id_column": None,
     "input_format": None,
-    "shard_rows": 100_000,
+    "shard_rows": 102_400,  # 25 windows: shards of any multiple of the window hold the same vectors
     "window": 4096,
     "batch_size": 32,
     "skip_bad_rows": False,

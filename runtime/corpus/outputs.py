@@ -226,7 +226,9 @@ def read_shard_info(path: Path) -> ShardInfo:
 def check_sink_suffix(path: Path) -> None:
     """Refuse file outputs this module cannot write."""
     if path.suffix.lower() not in SINKS:
-        raise CorpusError(f"{path}: unsupported output type {path.suffix!r} (use .npy, .jsonl or a folder)")
+        raise CorpusError(
+            f"{path}: unsupported output type {path.suffix!r} (use .npy, .jsonl, or a folder: end the path with /)"
+        )
 
 
 def remove_stale(folder: Path) -> list[str]:

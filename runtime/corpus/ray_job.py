@@ -157,10 +157,13 @@ def _run(
 
 
 def _user_error(err: BaseException) -> BaseException:
-    """The CorpusError inside Ray's wrappers (a bad row in an actor), else the error itself."""
+    """The CorpusError inside Ray's wrappers (a bad row met by an actor), else ``err`` itself."""
     seen: BaseException | None = err
     while seen is not None:
         if isinstance(seen, CorpusError):
-            return CorpusError(str(seen).splitlines()[-1] if "\n" in str(seen) else str(seen))
-        seen = seen.__cause__ or seen.__context__
-    return err
+            return CorpusError(str(seen))
+        seen = getattr(seen, "cause", None) or seen.__cause__ or seen.__context__
+    # Ray may carry the actor's exception only as text in its traceback.
+    prefix = f"{CorpusError.__module__}.{CorpusError.__name__}: "
+    found = [line[len(prefix) :] for line in str(err).splitlines() if line.startswith(prefix)]
+    return CorpusError(found[-1]) if found else err
