@@ -246,7 +246,7 @@ def local_md(section: dict[str, Any]) -> list[str]:
     full = section["full"]
     loc, inp = full["local"], full["inprocess"]
     return [
-        f"## Streaming job vs in-process encode (dev sentences repeated; int8, CPU, default threads)",
+        "## Streaming job vs in-process encode (dev sentences repeated; int8, CPU, default threads)",
         "",
         f"Throughput, median of {len(section['rounds']['local'])} alternating rounds of "
         f"{section['round_texts']:,} texts: local job **{section['median_texts_per_s']['local']:,.0f}** texts/s, "
@@ -280,8 +280,8 @@ def ray_md(section: dict[str, Any]) -> list[str]:
         overhead = section["overhead_vs_local"].get(name)
         init = section["median_ray_init_s"].get(name)
         lines.append(
-            f"| {name} | {rate:,.0f} | {'–' if overhead is None else f'{100 * overhead:+.1f} %'} | "
-            f"{section['median_first_shard_s'][name]:.1f} | {'–' if init is None else f'{init:.1f}'} |"
+            f"| {name} | {rate:,.0f} | {'-' if overhead is None else f'{100 * overhead:+.1f} %'} | "
+            f"{section['median_first_shard_s'][name]:.1f} | {'-' if init is None else f'{init:.1f}'} |"
         )
     return [*lines, ""]
 
