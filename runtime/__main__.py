@@ -1,71 +1,139 @@
-"""Command line: ``python -m runtime encode INPUT -o OUTPUT`` and ``python -m runtime info``."""
+"""Command line: ``python -m runtime encode | check | info``.
+
+The model options (--model, --provider, --precision) may come before or after the subcommand.
+"""
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-
-import numpy as np
 
 import runtime
 from runtime.artifact import MANIFEST_FILE
 from runtime.server.options import add_arguments as add_serve_arguments
 
-PROGRESS_FROM = 1000  # inputs with at least this many texts show progress on stderr
+
+def _model_options(parser: argparse.ArgumentParser, default: object) -> None:
+    """The options every subcommand shares; ``default`` is SUPPRESS on the subcommand's copy, so a value given
+    before the subcommand is not reset by the subcommand's defaults."""
+    parser.add_argument(
+        "--model", type=Path, default=default, help=f"artifact folder (with {MANIFEST_FILE}); default: the shipped one"
+    )
+    parser.add_argument("--provider", default=default, choices=[p.value for p in runtime.Provider])
+    parser.add_argument("--precision", default=default, choices=[p.value for p in runtime.Precision])
 
 
-def read_texts(path: Path, column: str) -> list[str]:
-    """Texts from .txt (one per line), .jsonl (field ``column``) or .csv (column ``column``)."""
-    suffix = path.suffix.lower()
-    with path.open(encoding="utf-8", newline="") as f:
-        if suffix == ".txt":
-            return [line.rstrip("\r\n") for line in f]
-        if suffix == ".jsonl":
-            return [_jsonl_text(line, column, path, n) for n, line in enumerate(f, start=1) if line.strip()]
-        if suffix == ".csv":
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None or column not in reader.fieldnames:
-                raise SystemExit(
-                    f"{path}: no column {column!r} (columns: {reader.fieldnames}); choose one with --column"
-                )
-            return [row[column] for row in reader]
-    raise SystemExit(f"{path}: unsupported input type {suffix!r} (use .txt, .jsonl or .csv)")
+# ---- encode ----
 
 
-def _jsonl_text(line: str, field: str, path: Path, line_no: int) -> str:
-    try:
-        value = json.loads(line)[field]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise SystemExit(f"{path}:{line_no}: expected a JSON object with a string field {field!r} ({err})") from err
-    if not isinstance(value, str):
-        raise SystemExit(f"{path}:{line_no}: field {field!r} is {type(value).__name__}, expected a string")
-    return value
-
-
-def write_embeddings(path: Path, texts: list[str], embeddings: np.ndarray) -> None:
-    """Write .npy (float32 matrix) or .jsonl (one {"text", "embedding"} object per line)."""
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        np.save(path, embeddings)
-    elif suffix == ".jsonl":
-        with path.open("w", encoding="utf-8") as f:
-            for text, vec in zip(texts, embeddings, strict=True):
-                f.write(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vec]}) + "\n")
-    else:
-        raise SystemExit(f"{path}: unsupported output type {suffix!r} (use .npy or .jsonl)")
+def _add_encode(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "encode",
+        parents=[common],
+        help="embed .txt/.jsonl/.csv/.parquet files (or stdin: -) into .npy, .jsonl or a folder of Parquet shards",
+        description="Streams the input in windows (bounded memory). A folder output gets part-NNNNN.parquet shards "
+        "and a _SUCCESS manifest, and can be resumed after a crash.",
+    )
+    p.add_argument("input", nargs="+", help="files, folders or glob patterns; - reads stdin")
+    p.add_argument("-o", "--output", type=Path, required=True, help="out.npy, out.jsonl, or a folder (shards)")
+    p.add_argument("--column", help="jsonl field / csv or parquet column holding the text (default: text)")
+    p.add_argument("--id-column", help="field or column holding the id (default: the 0-based line/row number)")
+    p.add_argument("--input-format", choices=["txt", "jsonl", "csv", "parquet"], help="override the file suffix")
+    p.add_argument("--resume", action="store_true", help="finish the job a crash left in the output folder")
+    p.add_argument("--skip-bad-rows", action="store_true", default=None, help="count and log bad rows, skip them")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="ADDRESS",
+        help="run on Ray Data (ray.init(), or the cluster at ADDRESS; put it after the inputs)",
+    )
+    p.add_argument("--actors", type=int, help="Ray actors (default: cluster CPUs / --threads)")
+    p.add_argument("--threads", type=int, help="onnxruntime threads (per actor with --ray; default there: 1)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--window", type=int, help="texts read, sorted and encoded at a time (default: 4096)")
+    p.add_argument(
+        "--shard-rows",
+        type=int,
+        help="input lines/rows per shard (default: 102400; with --ray about 4 shards per actor)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    p.set_defaults(func=_encode)
 
 
 def _encode(args: argparse.Namespace) -> None:
-    texts = read_texts(args.input, args.column)
-    encoder = runtime.load(args.model, provider=args.provider, precision=args.precision, threads=args.threads)
-    embeddings = encoder.encode(texts, batch_size=args.batch_size, show_progress_bar=len(texts) >= PROGRESS_FROM)
-    write_embeddings(args.output, texts, embeddings)
-    print(
-        f"{len(texts)} texts -> {args.output} {embeddings.shape} ({encoder.device}, {encoder.precision.value})",
-        file=sys.stderr,
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from runtime.corpus import encode_files
+
+    with logging_redirect_tqdm():
+        result = encode_files(
+            args.input,
+            args.output,
+            column=args.column,
+            id_column=args.id_column,
+            input_format=args.input_format,
+            resume=args.resume,
+            model=args.model,
+            provider=args.provider,
+            precision=args.precision,
+            threads=args.threads,
+            batch_size=args.batch_size,
+            window=args.window,
+            shard_rows=args.shard_rows,
+            skip_bad_rows=args.skip_bad_rows,
+            progress=False if args.quiet else None,
+            ray=args.ray,
+            actors=args.actors,
+        )
+    if not args.quiet:
+        shards = f", {result.shards} shard(s), {result.resumed_shards} from before" if result.shards else ""
+        print(
+            f"{result.records:,} texts -> {result.output}: {result.rows:,} rows, {result.bad_rows:,} bad rows skipped"
+            f"{shards}; {result.seconds:.1f} s, {result.texts_per_second:,.0f} texts/s",
+            file=sys.stderr,
+        )
+
+
+# ---- check ----
+
+
+def _add_check(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "check",
+        parents=[common],
+        help="prove a folder job complete: every input id exactly once, vectors as the library's on a sample",
+    )
+    p.add_argument("output", type=Path, help="the job's output folder (with _SUCCESS)")
+    p.add_argument("input", nargs="+", help="the job's input, as given to encode")
+    p.add_argument("--sample", type=int, default=256, help="rows re-encoded and compared (default: 256)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tolerance", type=float, default=1e-5, help="max abs difference per component (default: 1e-5)")
+    p.set_defaults(func=_check)
+
+
+def _check(args: argparse.Namespace) -> None:
+    from runtime.corpus import check
+
+    report = check(
+        args.output, args.input, sample=args.sample, seed=args.seed, tolerance=args.tolerance, model=args.model
+    )
+    print(json.dumps(report.to_dict(), indent=2))
+    if not report.ok:
+        raise SystemExit(f"check failed: {len(report.problems)} problem(s), first: {report.problems[0]}")
+
+
+# ---- info ----
+
+
+def _add_info(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+    sub.add_parser("info", parents=[common], help="show the model, providers and manifest metrics").set_defaults(
+        func=_info
     )
 
 
@@ -90,6 +158,17 @@ def _info(args: argparse.Namespace) -> None:
     print(json.dumps(info, indent=2))
 
 
+# ---- serve ----
+
+
+def _add_serve(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "serve", parents=[common], help="OpenAI-compatible HTTP embedding server (needs the 'serve' extra)"
+    )
+    add_serve_arguments(p)
+    p.set_defaults(func=_serve)
+
+
 def _serve(args: argparse.Namespace) -> None:
     try:
         from runtime.server.main import serve
@@ -98,30 +177,29 @@ def _serve(args: argparse.Namespace) -> None:
     serve(args)
 
 
+# Each subcommand: one _add_<name>(sub, common) that registers its parser and sets func.
+SUBCOMMANDS: list[Callable[..., None]] = [_add_encode, _add_check, _add_info, _add_serve]
+
+
 def main(argv: list[str] | None = None) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    _model_options(common, argparse.SUPPRESS)
     parser = argparse.ArgumentParser(prog="python -m runtime", description=__doc__)
-    parser.add_argument(
-        "--model", type=Path, default=None, help=f"artifact folder (with {MANIFEST_FILE}); default: shipped"
-    )
-    parser.add_argument("--provider", default="auto", choices=[p.value for p in runtime.Provider])
-    parser.add_argument("--precision", default=None, choices=[p.value for p in runtime.Precision])
+    _model_options(parser, argparse.SUPPRESS)
+    parser.set_defaults(model=None, provider="auto", precision=None)
     sub = parser.add_subparsers(dest="command", required=True)
-    p_encode = sub.add_parser("encode", help="embed a .txt/.jsonl/.csv file into .npy or .jsonl")
-    p_encode.add_argument("input", type=Path)
-    p_encode.add_argument("-o", "--output", type=Path, required=True)
-    p_encode.add_argument("--column", default="text", help="jsonl field / csv column holding the text (default: text)")
-    p_encode.add_argument("--batch-size", type=int, default=32)
-    p_encode.add_argument("--threads", type=int, default=None)
-    p_encode.set_defaults(func=_encode)
-    sub.add_parser("info", help="show the model, providers and manifest metrics").set_defaults(func=_info)
-    p_serve = sub.add_parser("serve", help="OpenAI-compatible HTTP embedding server (needs the 'serve' extra)")
-    add_serve_arguments(p_serve)
-    p_serve.set_defaults(func=_serve)
+    for add in SUBCOMMANDS:
+        add(sub, common)
     args = parser.parse_args(argv)
+    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
     try:
         args.func(args)
-    except (runtime.ArtifactError, runtime.ProviderUnavailable, OSError) as err:
+    # ArtifactError and CorpusError are ValueErrors; a ValueError names a bad argument.
+    except (runtime.ArtifactError, runtime.ProviderUnavailable, OSError, ValueError) as err:
         raise SystemExit(f"error: {err}") from err
+    except KeyboardInterrupt:
+        hint = " (a folder job keeps its finished shards: rerun with --resume)" if args.command == "encode" else ""
+        raise SystemExit(f"interrupted{hint}") from None
 
 
 if __name__ == "__main__":

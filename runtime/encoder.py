@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -74,12 +74,10 @@ class Encoder:
         _check_batch_size(batch_size)
         ids = self._token_ids(texts)
         out = np.empty((len(ids), self.manifest.dimension), dtype=np.float32)
-        done = 0
-        for rows in _batches(ids, batch_size, TOKENS_PER_RUN[self.device]):
-            out[rows] = self._run([ids[i] for i in rows])
-            done += len(rows)
-            if show_progress_bar:
-                print(f"\rencoded {done}/{len(ids)}", end="" if done < len(ids) else "\n", file=sys.stderr)
+        with _progress_bar(len(ids), show_progress_bar) as advance:
+            for rows in _batches(ids, batch_size, TOKENS_PER_RUN[self.device]):
+                out[rows] = self._run([ids[i] for i in rows])
+                advance(len(rows))
         if normalize_embeddings and len(out):
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), np.float32(1e-12))
         return out[0] if single else out
@@ -215,3 +213,15 @@ def _batches(ids: list[list[int]], batch_size: int, max_tokens: int) -> Iterator
         size = max(1, min(batch_size, max_tokens // longest))
         yield order[start : start + size]
         start += size
+
+
+@contextlib.contextmanager
+def _progress_bar(total: int, show: bool) -> Iterator[Callable[[int], object]]:
+    """A tqdm bar on stderr (rate, ETA) when asked for; tqdm is imported only then."""
+    if not show:
+        yield lambda _: None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit=" texts", desc="encode") as bar:
+        yield bar.update

@@ -56,8 +56,44 @@ def test_bad_jsonl_line_is_named(tmp_path: Path) -> None:
 
 
 def test_unsupported_output_type(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="unsupported output type"):
-        main(["encode", str(_write_inputs(tmp_path)["txt"]), "-o", str(tmp_path / "o.parquet")])
+    with pytest.raises(SystemExit, match=r"unsupported output type '\.csv'"):
+        main(["encode", str(_write_inputs(tmp_path)["txt"]), "-o", str(tmp_path / "o.csv")])
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_model_options_before_or_after_the_subcommand(where: str, tmp_path: Path, damaged: Path) -> None:
+    source = str(_write_inputs(tmp_path)["txt"])
+    options = ["--model", str(damaged), "--provider", "cpu", "--precision", "fp32"]  # the copy has no fp32 graph
+    encode = ["encode", source, "-o", str(tmp_path / "o.npy")]
+    argv = [*options, *encode] if where == "before" else [*encode, *options]
+    with pytest.raises(SystemExit, match=r"model\.fp32\.onnx: fp32 graph not present"):
+        main(argv)
+    main([*encode, "--provider", "cpu", "--model", str(damaged)])  # and they take effect
+    assert np.load(tmp_path / "o.npy").shape == (len(TEXTS), 384)
+
+
+def test_short_csv_row_names_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "short.csv"
+    bad.write_text("id,text\n1,fine\n2\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"short\.csv:3: row has 1 fields, no value for column 'text'"):
+        main(["encode", str(bad), "-o", str(tmp_path / "o.npy")])
+
+
+def test_invalid_numbers_are_clean_errors(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="window must be a positive int, got 0"):
+        main(["encode", str(_write_inputs(tmp_path)["txt"]), "-o", str(tmp_path / "o.npy"), "--window", "0"])
+
+
+def test_check_subcommand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("pyarrow")
+    source = str(_write_inputs(tmp_path)["jsonl"])
+    main(["encode", source, "-o", str(tmp_path / "emb"), "--id-column", "id", "-q"])
+    main(["check", str(tmp_path / "emb"), source])
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and report["rows"] == report["sampled"] == len(TEXTS)
+    (tmp_path / "emb" / "part-00000.parquet").write_bytes(b"")
+    with pytest.raises(SystemExit, match=r"check failed: .*part-00000\.parquet: size or sha256 differs"):
+        main(["check", str(tmp_path / "emb"), source])
 
 
 def test_missing_artifact_is_a_clean_error(tmp_path: Path) -> None:
@@ -65,12 +101,20 @@ def test_missing_artifact_is_a_clean_error(tmp_path: Path) -> None:
         main(["--model", str(tmp_path), "info"])
 
 
-def test_info_reports_model_and_metrics(capsys: pytest.CaptureFixture[str]) -> None:
-    main(["--provider", "cpu", "info"])
+def test_info_reports_what_the_artifact_folder_holds(damaged: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (damaged / "model.fp32.onnx").write_bytes(b"")  # present, though not loadable: info reports files, not loads
+    main(["info", "--model", str(damaged), "--provider", "cpu"])
     info = json.loads(capsys.readouterr().out)
-    assert info["dimension"] == 384 and info["precision"] == "int8"
-    assert info["variants"]["int8"]["present"] is True
-    assert info["variants"]["int8"]["metrics"]["dev_spearman"] >= 0.893
+    manifest = json.loads((damaged / "manifest.json").read_text(encoding="utf-8"))
+    assert Path(info["artifact"]) == damaged
+    assert (info["device"], info["precision"], info["dimension"]) == ("cpu", "int8", manifest["dimension"])
+    assert {p: v["present"] for p, v in info["variants"].items()} == {
+        p: (damaged / v["graph"]["file"]).is_file() for p, v in manifest["variants"].items()
+    }
+    assert info["variants"]["fp32"]["present"] and not info["variants"]["fp16"]["present"]
+    assert {p: v["metrics"] for p, v in info["variants"].items()} == {
+        p: v["metrics"] for p, v in manifest["variants"].items()
+    }
 
 
 def test_module_entry_point_runs(tmp_path: Path) -> None:

@@ -18,13 +18,17 @@ import runtime
 
 PROBE = """
 import json, sys
+HEAVY = {"torch", "transformers", "optimum", "sentence_transformers", "pyarrow", "ray", "pandas", "tqdm"}
+def heavy():
+    return sorted({m.split(".")[0] for m in sys.modules} & HEAVY)
 import runtime
 vec = runtime.load().encode(["hello"])
-HEAVY = {"torch", "transformers", "optimum", "sentence_transformers"}
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)
+after_encode = heavy()
 SERVER = {"uvicorn", "starlette", "prometheus_client", "orjson", "httpx", "aiohttp"}
 server = sorted(m for m in sys.modules if m.split(".")[0] in SERVER or m.startswith("runtime.server"))
-print(json.dumps({"shape": list(vec.shape), "heavy": heavy, "server": server, "runtime": runtime.__file__}))
+import runtime.corpus  # corpus jobs import pyarrow and ray only when a job needs them
+print(json.dumps({"shape": list(vec.shape), "heavy": after_encode, "corpus": heavy(), "server": server,
+                  "runtime": runtime.__file__}))
 """
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,6 +56,7 @@ def test_import_and_encode_leave_torch_out(tmp_path: Path) -> None:
     assert result["shape"] == [1, 384]
     assert result["heavy"] == []
     assert result["server"] == [], "import runtime must not load the HTTP server stack (the 'serve' extra)"
+    assert result["corpus"] == []
 
 
 DISTRIBUTION = "minilm-stsb-onnx"

@@ -1,0 +1,239 @@
+"""Corpus outputs, each written to a temporary name and renamed when whole: .npy, .jsonl, Parquet shards."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from runtime.artifact import sha256_file
+from runtime.corpus.errors import CorpusError
+from runtime.corpus.inputs import Row
+
+SHARD_PREFIX = "part-"
+SHARD_SUFFIX = ".parquet"
+SHARD_KEY = b"runtime.corpus"  # Parquet footer key holding the shard's record (ShardInfo without the file hash)
+
+
+def shard_name(index: int) -> str:
+    """``part-NNNNN.parquet``."""
+    return f"{SHARD_PREFIX}{index:05d}{SHARD_SUFFIX}"
+
+
+def temporary(path: Path) -> Path:
+    """A unique hidden name beside ``path``, so the rename that publishes it stays on one file system."""
+    return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one of :func:`temporary`'s (left behind by a killed writer)."""
+    return name.startswith(".") and ".tmp-" in name
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Make ``tmp`` durable and rename it over ``final``: readers see the old file or the whole new one."""
+    with tmp.open("rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write a JSON document atomically."""
+    tmp = temporary(path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some platforms cannot open folders; the rename itself is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class Sink:
+    """A single output file written through a temporary file: ``write`` windows, then ``commit`` or ``abort``."""
+
+    def __init__(self, path: Path, dimension: int) -> None:
+        self.path, self.dimension, self.rows = path, dimension, 0
+        self.tmp = temporary(path)
+        self.file: IO[bytes] = self.tmp.open("wb")
+
+    def write(self, rows: Sequence[Row], vectors: np.ndarray) -> None:
+        """Append one window's rows and their vectors (float32, input order)."""
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Complete the file's content before it is published."""
+
+    def commit(self) -> None:
+        """Publish the file under its final name."""
+        self.finish()
+        self.file.close()
+        publish(self.tmp, self.path)
+
+    def abort(self) -> None:
+        """Drop the temporary file; an earlier file under the final name stays as it was."""
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+class NpySink(Sink):
+    """A float32 (n, dim) .npy matrix, streamed: the header is rewritten with the final row count at the end."""
+
+    def __init__(self, path: Path, dimension: int) -> None:
+        super().__init__(path, dimension)
+        self._header(0)
+        self.header_bytes = self.file.tell()
+
+    def _header(self, rows: int) -> None:
+        header = {"descr": "<f4", "fortran_order": False, "shape": (rows, self.dimension)}
+        np.lib.format.write_array_header_1_0(self.file, header)
+
+    def write(self, rows: Sequence[Row], vectors: np.ndarray) -> None:
+        self.file.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
+        self.rows += len(rows)
+
+    def finish(self) -> None:
+        self.file.seek(0)
+        self._header(self.rows)
+        if self.file.tell() != self.header_bytes:  # numpy pads headers to 64 bytes: 128 for any (n, 384)
+            raise RuntimeError(f"{self.path}: .npy header changed size ({self.header_bytes} -> {self.file.tell()})")
+
+
+class JsonlSink(Sink):
+    """One JSON object per line: the input record's fields (or ``text``) plus ``embedding``.
+
+    Components are written with 9 significant digits, which read back as the exact float32 values.
+    """
+
+    def write(self, rows: Sequence[Row], vectors: np.ndarray) -> None:
+        lines = []
+        for row, vector in zip(rows, vectors, strict=True):
+            record = dict(row.fields) if row.fields is not None else {"text": row.text}
+            record.pop("embedding", None)
+            head = json.dumps(record)[:-1]
+            numbers = ",".join(["%.9g" % x for x in vector.tolist()])  # noqa: UP031 (faster than format())
+            lines.append(f'{head}{", " if record else ""}"embedding": [{numbers}]}}\n')
+        self.file.write("".join(lines).encode("utf-8"))
+        self.rows += len(rows)
+
+
+SINKS = {".npy": NpySink, ".jsonl": JsonlSink}
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """What a finished shard holds: its input positions [first, end), rows written and rows skipped as bad."""
+
+    shard: int
+    first: int
+    end: int
+    rows: int
+    bad_rows: int
+    job: str
+    file: str = ""
+    bytes: int = 0
+    sha256: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form used in ``_SUCCESS``."""
+        return asdict(self)
+
+
+class ShardWriter:
+    """One Parquet shard (``id``, ``embedding`` as fixed_size_list<float32, dim>), one row group per window."""
+
+    def __init__(self, folder: Path, info: ShardInfo, id_type: str, dimension: int) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.pa, self.info, self.dimension = pa, info, dimension
+        self.final = folder / shard_name(info.shard)
+        self.tmp = temporary(self.final)
+        self.schema = pa.schema(
+            [
+                pa.field("id", pa.int64() if id_type == "int64" else pa.string(), nullable=False),
+                pa.field("embedding", pa.list_(pa.float32(), dimension), nullable=False),
+            ]
+        )
+        # Embeddings barely compress and would only cost time; ids get the usual dictionary/statistics.
+        self.writer = pq.ParquetWriter(
+            self.tmp, self.schema, compression="none", use_dictionary=["id"], write_statistics=["id"]
+        )
+        self.rows = 0
+
+    def write(self, rows: Sequence[Row], vectors: np.ndarray) -> None:
+        """Append one window."""
+        if not rows:
+            return
+        pa = self.pa
+        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
+        columns = [
+            pa.array([r.id for r in rows], type=self.schema.field("id").type),
+            pa.FixedSizeListArray.from_arrays(flat, self.dimension),
+        ]
+        self.writer.write_table(pa.Table.from_arrays(columns, schema=self.schema))
+        self.rows += len(rows)
+
+    def commit(self, bad_rows: int) -> ShardInfo:
+        """Close, record the shard in its footer, and rename it into place; returns its final description."""
+        info = ShardInfo(self.info.shard, self.info.first, self.info.end, self.rows, bad_rows, self.info.job)
+        self.writer.add_key_value_metadata({SHARD_KEY: json.dumps(info.to_dict())})
+        self.writer.close()
+        size, digest = self.tmp.stat().st_size, sha256_file(self.tmp)
+        publish(self.tmp, self.final)
+        return ShardInfo(**{**info.to_dict(), "file": self.final.name, "bytes": size, "sha256": digest})
+
+    def abort(self) -> None:
+        """Drop the partial shard."""
+        try:
+            self.writer.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def read_shard_info(path: Path) -> ShardInfo:
+    """The record a finished shard carries in its footer (raises CorpusError when it has none or is unreadable)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_metadata(path).metadata or {}
+        record = json.loads(meta[SHARD_KEY])
+        info = ShardInfo(**record)
+    except (OSError, pa.ArrowException, KeyError, TypeError, ValueError) as err:
+        raise CorpusError(f"{path}: not a shard of a corpus job ({type(err).__name__}: {err})") from err
+    return ShardInfo(**{**info.to_dict(), "file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)})
+
+
+def check_sink_suffix(path: Path) -> None:
+    """Refuse file outputs this module cannot write."""
+    if path.suffix.lower() not in SINKS:
+        raise CorpusError(
+            f"{path}: unsupported output type {path.suffix!r} (use .npy, .jsonl, or a folder: end the path with /)"
+        )
+
+
+def remove_stale(folder: Path) -> list[str]:
+    """Delete temporary files that killed writers left in ``folder``; returns their names."""
+    stale = [p for p in folder.iterdir() if is_temporary(p.name)]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return [p.name for p in stale]
