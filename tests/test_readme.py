@@ -25,11 +25,12 @@ def test_readme_python_examples_run() -> None:
 
 def named_paths(text: str) -> list[str]:
     """Repository paths named in ``text``: `code spans` holding a slash, and link or image targets; ``{a,b}``
-    alternatives expanded; placeholders such as ``<name>`` and web addresses left out."""
-    found = re.findall(r"`([^`\s]*/[^`\s]*)`", text) + re.findall(r"\]\(([^)\s]+)\)", text)
+    alternatives expanded; placeholders such as ``<name>``, web addresses and HTTP routes (``/health``) left out."""
+    spans = [span for span in re.findall(r"`([^`]*)`", text) if "/" in span and not re.search(r"\s", span)]
+    found = spans + re.findall(r"\]\(([^)\s]+)\)", text)
     paths = []
     for path in found:
-        if "<" in path or "://" in path:
+        if "<" in path or "://" in path or path.startswith("/"):
             continue
         alternatives = re.fullmatch(r"(.*)\{([^}]*)\}(.*)", path)
         if alternatives:
@@ -42,6 +43,7 @@ def named_paths(text: str) -> list[str]:
 
 def test_named_paths_understands_braces_and_placeholders() -> None:
     text = "`a/b.{md,json}` and `artifacts/<name>/x` and [c](d/e.png) and `c/` and [w](https://x.org/y)"
+    text += " and `GET /health` and `/v1/embeddings` and `umull`/`uadalp`"
     assert named_paths(text) == ["a/b.md", "a/b.json", "c/", "d/e.png"]
 
 
