@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
     for k, v in runs.items():
         print(k, v["by_status"], v["inputs_per_s"], v["p50_ms"], v["p99_ms"], file=sys.stderr)
     lib["after"] = {b: library(b, args.seconds) for b in (32, 1)}
-    lib["mean"] = {b: round((lib["before"][b]["texts_per_s"] + lib["after"][b]["texts_per_s"]) / 2, 1) for b in (32, 1)}
+    lib["best"] = best_library(lib)
     print(f"library after: {lib['after']}", file=sys.stderr)
     doc["library"] = lib
     stem = args.out or RESULTS / f"server-{machine['name']}"
@@ -421,9 +421,14 @@ def main(argv: list[str] | None = None) -> None:
     partial.unlink()
 
 
+def best_library(lib: dict[Any, Any]) -> dict[int, float]:
+    """The faster of the before/after library runs per batch size: the conservative baseline on a noisy machine."""
+    return {b: max(lib["before"][b]["texts_per_s"], lib["after"][b]["texts_per_s"]) for b in (32, 1)}
+
+
 def checks(doc: dict[str, Any]) -> dict[str, Any]:
     """The issue's bars, each with its measured value."""
-    s, lib = doc["server"], doc["library"]["mean"]
+    s, lib = doc["server"], doc["library"]["best"]
     out: dict[str, Any] = {
         "c16_b32_vs_library_b32": _ratio(s["closed_c16_b32"]["inputs_per_s"], lib[32], 0.90),
         "c64_b1_vs_library_b32": _ratio(s["closed_c64_b1"]["inputs_per_s"], lib[32], 0.80),
@@ -505,7 +510,7 @@ def markdown(doc: dict[str, Any]) -> str:
     for b in (32, 1):
         lines.append(
             f"| library, encode() of {b} | in-process, before / after | {lib['before'][b]['texts_per_s']} / "
-            f"{lib['after'][b]['texts_per_s']} | {lib['mean'][b] / lib['mean'][32]:.2f} | "
+            f"{lib['after'][b]['texts_per_s']} | {lib['best'][b] / lib['best'][32]:.2f} | "
             f"{lib['before'][b]['call_p50_ms']} | - | {lib['before'][b]['call_p99_ms']} | - |"
         )
     rows = [("runtime serve", k, v) for k, v in s.items() if "inputs_per_s" in v]
@@ -518,7 +523,7 @@ def markdown(doc: dict[str, Any]) -> str:
     for system, name, r in rows:
         lines.append(
             f"| {system} | {_run_name(name, r)} | {r['inputs_per_s']:.0f} | "
-            f"{r['inputs_per_s'] / lib['mean'][32]:.2f} | "
+            f"{r['inputs_per_s'] / lib['best'][32]:.2f} | "
             f"{r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | {r['by_status']} |"
         )
     lines += ["", "## Checks against the issue's bars", "", "```json", json.dumps(doc["checks"], indent=2), "```"]
@@ -558,7 +563,7 @@ def chart(doc: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    s, lib = doc["server"], doc["library"]["mean"]
+    s, lib = doc["server"], doc["library"]["best"]
     bars = [("library encode(32)", lib[32]), ("library encode(1)", lib[1])]
     bars += [
         ("serve 16 clients x 32", s["closed_c16_b32"]["inputs_per_s"]),
