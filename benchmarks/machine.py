@@ -24,6 +24,8 @@ LIBRARIES = (
     "nncf",
     "fastembed",
     "minilm-stsb-onnx",
+    "pyarrow",  # corpus jobs
+    "ray",
 )
 
 

@@ -338,6 +338,7 @@ def _folder_job(
             else:
                 assert encoder is not None
                 written = _run_local(planned, todo, job.id, folder, encoder, options, bar)
+    remove_stale(folder)  # what a killed Ray actor was writing when it died
     summary = state.succeed(folder, job, [done.get(k) or written[k][0] for k in range(job.shards)])
     first = min((t for _, t in written.values()), default=None)
     return JobResult(
