@@ -5,15 +5,16 @@
 #     bash benchmarks/gpu_device.sh PAYLOAD RESULTS            # e.g. build/gpu-payload /tmp/results
 #     bash benchmarks/gpu_device.sh PAYLOAD RESULTS --smoke    # the same on a machine without a GPU (CI-sized)
 #
-# Needs python3 (3.12 for the shipped onnxruntime-gpu) with torch, sentence-transformers, numpy and tokenizers;
-# matplotlib for the charts. Steps, each under its own time limit inside an overall budget (BUDGET_S, default 420 s);
-# a step that fails or runs out of time is logged and the next one still runs:
+# Needs python3 (3.12 for the packed onnxruntime-gpu) with torch, sentence-transformers, onnx, safetensors, numpy and
+# tokenizers (matplotlib for the charts). Steps, each under its own time limit inside an overall budget (BUDGET_S,
+# default 420 s); a step that fails or runs out of time is logged and the next one still runs:
 #   1. unpack    check every part against SHA256SUMS, reassemble, unpack into $GPU_WORK (default /tmp/gpu-run)
-#   2. check     GPU, driver, onnxruntime-gpu's providers, a CUDA session without torch in the process
-#   3. gpu       python -m benchmarks.gpu: runtime fp16 on CUDAExecutionProvider vs PyTorch fp16  -> RESULTS/gpu/
-#   4. cpu       python -m benchmarks --systems runtime-int8,runtime-fp32: int8 (and fp32 if packed) on all cores,
+#   2. weights   rebuild the checkpoint's fp16 weights from the fp16 graph (benchmarks/graph_weights.py)
+#   3. check     GPU, driver, onnxruntime-gpu's providers, a CUDA session without torch in the process
+#   4. gpu       python -m benchmarks.gpu: runtime fp16 on CUDAExecutionProvider vs PyTorch fp16  -> RESULTS/gpu/
+#   5. cpu       python -m benchmarks --systems runtime-int8,runtime-fp32: int8 (and fp32 if packed) on all cores,
 #                with the machine's own onnxruntime (CPU build)                                  -> RESULTS/cpu/
-#   5. corpus    OPTIONAL, only if benchmarks/corpus_scale exists: python -m benchmarks.corpus_scale -> RESULTS/
+#   6. corpus    OPTIONAL, only if benchmarks/corpus_scale exists: python -m benchmarks.corpus_scale -> RESULTS/
 # RESULTS/device.log has every step's output. At most 8 files end up under RESULTS.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -81,6 +82,15 @@ sys.exit(1 if bad else 0)
 PY
 }
 
+weights() {
+  # The PyTorch baseline's fp16 weights, rebuilt from the fp16 graph and checked bit for bit against the checkpoint.
+  local expected
+  expected=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["checkpoint"]["weights_digest"])' \
+    "$work/payload/PAYLOAD.json")
+  PYTHONPATH=$PWD "$PYTHON" -m benchmarks.graph_weights "$art/model.fp16.onnx" \
+    "$work/payload/checkpoint.remainder.safetensors" "$work/payload/checkpoint/model.safetensors" --digest "$expected"
+}
+
 check() {
   nvidia-smi || echo "nvidia-smi: not available"
   PYTHONPATH=$site:$PWD "$PYTHON" - "$art" <<'PY'
@@ -127,10 +137,11 @@ corpus() {
   PYTHONPATH=$site:$PWD "$PYTHON" -m benchmarks.corpus_scale --out "$out/corpus" --artifact "$art" ${CORPUS_ARGS:-}
 }
 
-export -f unpack check gpu cpu corpus
+export -f unpack weights check gpu cpu corpus
 export site art out device quick
 echo "# gpu_device.sh $(date -u +%FT%TZ) on $(hostname), $(nproc) cores, device=$device, budget ${BUDGET_S:-420}s" | tee "$log"
 step unpack "${UNPACK_S:-90}" unpack || { echo "cannot run without the payload; see $log"; tail -20 "$log"; exit 1; }
+step weights "${WEIGHTS_S:-60}" weights
 step check "${CHECK_S:-60}" check
 step gpu "${GPU_S:-300}" gpu
 step cpu "${CPU_S:-180}" cpu
