@@ -30,7 +30,7 @@ log=$out/device.log
 export payload work PYTHON
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 if [ "$smoke" = --smoke ]; then device=cpu; quick=--quick; else device=cuda; quick=; fi
-site=$work/payload/site
+site=${ORT_SITE:-$work/payload/site}  # ORT_SITE: an onnxruntime-gpu unpacked elsewhere (e.g. for another Python)
 art=$work/payload/artifact
 
 step() { # step NAME LIMIT_S FUNCTION: run FUNCTION under the smaller of LIMIT_S and what is left of the budget
