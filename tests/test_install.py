@@ -58,6 +58,21 @@ def run_python(code: str, cwd: Path, pythonpath: list[Path] | None = None) -> su
 # --- the two pyproject files stay one product -------------------------------------------------------------------
 
 
+CPU_ONLY_EXTRAS = {"export", "bench"}  # torch, optimum and fastembed pull the CPU onnxruntime
+GPU_ONLY_EXTRAS = {"cuda"}
+
+
+def _package_dir(tool: dict, package: str) -> str:
+    """Where setuptools takes ``package`` from: its own package-dir entry, else its parent's plus its name."""
+    mapping = tool.get("package-dir", {})
+    parts = package.split(".")
+    for cut in range(len(parts), 0, -1):
+        parent = ".".join(parts[:cut])
+        if parent in mapping:
+            return "/".join([mapping[parent], *parts[cut:]])
+    return "/".join(parts)
+
+
 def test_gpu_distribution_is_the_cpu_one_on_onnxruntime_gpu() -> None:
     tomllib = pytest.importorskip("tomllib")
     cpu = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -66,21 +81,24 @@ def test_gpu_distribution_is_the_cpu_one_on_onnxruntime_gpu() -> None:
     c, g = cpu["project"], gpu["project"]
     assert (c["name"], g["name"]) == (install.CPU_DISTRIBUTION, install.GPU_DISTRIBUTION)
     assert g["version"] == c["version"] and g["requires-python"] == c["requires-python"]
-    swapped = [
-        d.replace("onnxruntime", "onnxruntime-gpu", 1) if d.startswith("onnxruntime") else d for d in c["dependencies"]
-    ]
-    assert g["dependencies"] == swapped
-    assert not any(re.match(r"onnxruntime[<>=~ ]", d) for e in g["optional-dependencies"].values() for d in e), (
-        "no extra of the GPU distribution may pull the CPU onnxruntime"
-    )
-    assert g["optional-dependencies"]["test"] == c["optional-dependencies"]["test"]
-    assert "gpu" not in c["optional-dependencies"], "a gpu extra keeps onnxruntime beside onnxruntime-gpu"
-    # same runtime files: the GPU build points at the parent folders the CPU build uses
-    c_tool = cpu["tool"]["setuptools"]
-    g_tool = gpu["tool"]["setuptools"]
-    assert set(g_tool["packages"]) == {p for p in c_tool["packages"] if p.startswith("runtime")}
-    cpu_dirs = {pkg: c_tool.get("package-dir", {}).get(pkg, pkg.replace(".", "/")) for pkg in g_tool["packages"]}
-    assert g_tool["package-dir"] == {pkg: f"../{d}" for pkg, d in cpu_dirs.items()}
+
+    def on_gpu(requirement: str) -> str:
+        requirement = re.sub(r"^onnxruntime(?=[<>=~ ;\[]|$)", "onnxruntime-gpu", requirement)
+        return requirement.replace(f"{install.CPU_DISTRIBUTION}[", f"{install.GPU_DISTRIBUTION}[")
+
+    assert g["dependencies"] == [on_gpu(d) for d in c["dependencies"]]
+    extras, gpu_extras = c["optional-dependencies"], g["optional-dependencies"]
+    assert "gpu" not in extras, "a gpu extra keeps onnxruntime beside onnxruntime-gpu"
+    assert set(gpu_extras) == (set(extras) - CPU_ONLY_EXTRAS) | GPU_ONLY_EXTRAS
+    for name in set(extras) - CPU_ONLY_EXTRAS:
+        assert gpu_extras[name] == [on_gpu(d) for d in extras[name]], f"extra {name!r} differs"
+    for requirement in (d for e in gpu_extras.values() for d in e):
+        assert not re.match(rf"(onnxruntime|{install.CPU_DISTRIBUTION})([<>=~ ;\[]|$)", requirement), requirement
+    # the same runtime files: every package from the folder the CPU build takes it from, one level up
+    c_tool, g_tool = cpu["tool"]["setuptools"], gpu["tool"]["setuptools"]
+    assert set(g_tool["packages"]) == {p for p in c_tool["packages"] if p.split(".")[0] == "runtime"}
+    for package in g_tool["packages"]:
+        assert _package_dir(g_tool, package) == "../" + _package_dir(c_tool, package), package
     assert {k: v for k, v in c_tool["package-data"].items() if k in g_tool["packages"]} == g_tool["package-data"]
 
 
