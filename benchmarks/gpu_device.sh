@@ -118,7 +118,7 @@ PY
 gpu() {
   set -o pipefail
   PYTHONPATH=$site:$PWD "$PYTHON" -m benchmarks.gpu --checkpoint "$work/payload/checkpoint" --artifact "$art" \
-    --reference "$work/payload/dev_fp32.npy" --out "$out/gpu" --device "$device" $quick
+    --reference "$work/payload/dev_fp32.npy" --out "$out/gpu" --device "$device" --worker-timeout 150 $quick
 }
 
 cpu() {
@@ -129,7 +129,7 @@ cpu() {
     artifact=$PWD/artifacts/minilm-l6-stsb
   fi
   PYTHONPATH=$PWD "$PYTHON" -m benchmarks --systems runtime-int8,runtime-fp32 --threads "$(nproc)" --artifact "$artifact" \
-    --out "$out/cpu" --cache "$work/bench-cache" $quick
+    --out "$out/cpu" --cache "$work/bench-cache" --rounds "${CPU_ROUNDS:-1}" $quick
 }
 
 corpus() {
