@@ -87,3 +87,53 @@ def test_gpu_facts_come_from_nvidia_smi(tmp_path: Path, monkeypatch: pytest.Monk
     env = environment("cuda")
     assert (env["gpu"], env["driver"], env["gpu_memory_total"]) == ("NVIDIA H100 80GB HBM3", "580.159.04", "81559 MiB")
     assert device_memory_mib() == 1234.0
+
+
+def test_full_gpu_report_names_the_gpu_provider_and_goals(tmp_path: Path) -> None:
+    from benchmarks.gpu import chart, goals, markdown
+
+    def system(name: str, scale: float, p50: float, memory: float) -> dict:
+        result = _result({b: scale * b for b in (1, 32, 128, 512)}, {b: scale * b / 10 for b in (32, 128, 512)}, p50)
+        result["latency_ms"]["p99"] = 2 * p50
+        info = {
+            "onnxruntime_build": "onnxruntime-gpu 1.31.1",
+            "session_providers": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+            "precision": "fp16",
+            "cuda_without_torch": "ok",
+        }
+        if name == "pytorch":
+            info = {"torch": "2.11.0+cu130", "dtype": "torch.float16", "attention": "sdpa"}
+        accuracy = {"dev_spearman": 0.894, "min_cosine_to_fp32": 0.9999, "mean_cosine_to_fp32": 0.99999}
+        return {
+            **result,
+            "system": name,
+            "status": "ok",
+            "info": info,
+            "accuracy": accuracy,
+            "load_s": 1.0,
+            "gpu_memory_mib": memory,
+        }
+
+    rt, pt = system("runtime", 1.5, 0.8, 600.0), system("pytorch", 1.0, 3.0, 900.0)
+    labels = {"runtime": "runtime fp16 (CUDAExecutionProvider)", "pytorch": "PyTorch fp16 (sentence-transformers)"}
+    env = {
+        "gpu": "NVIDIA H100 80GB HBM3",
+        "driver": "580.159.04",
+        "cpu": "x",
+        "python": "3.12.3",
+        "sentence-transformers": "6.0.1",
+    }
+    report = {
+        "title": f"{labels['runtime']} vs {labels['pytorch']} on {env['gpu']}",
+        "created": "now",
+        "labels": labels,
+        "environment": env,
+        "results": [rt, pt],
+        "goals": goals(rt, pt),
+    }
+    text = markdown(report)
+    assert "NVIDIA H100 80GB HBM3" in text and "['CUDAExecutionProvider', 'CPUExecutionProvider']" in text
+    assert text.count("| yes |") == 5 and "| GPU memory added by the process, MiB | 600 | 900 | 0.67x |" in text
+    assert "| 200-256-token passages, texts/s, batch 512 | 77 | 51 | 1.50x |" in text
+    if importlib.util.find_spec("matplotlib"):
+        assert chart(report, tmp_path / "gpu.png") is not None and (tmp_path / "gpu.png").stat().st_size > 10_000
