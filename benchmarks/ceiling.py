@@ -102,4 +102,6 @@ def _graph(op: str, b: np.ndarray, a_type: type) -> Any:
         [helper.make_tensor_value_info("Y", helper.np_dtype_to_tensor_dtype(np.dtype(out_type)), [n, n])],
         [numpy_helper.from_array(b, "B")],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    # IR version pinned: a newer onnx stamps its own (onnx 1.23: IR 14), which older onnxruntime builds refuse
+    # (1.30 reads up to IR 13); opset 21 needs IR 10.
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)

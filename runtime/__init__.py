@@ -4,14 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runtime.artifact import Manifest, Precision, default_artifact_dir
-from runtime.encoder import Encoder
-from runtime.errors import ArtifactError, ProviderUnavailable
-from runtime.session import Provider, available_providers
+from runtime import install
+from runtime.errors import ArtifactError, InstallWarning, ProviderUnavailable
+
+# Before anything imports onnxruntime: two of its builds in one folder can make that import fail.
+install.warn_on_clash()
+try:
+    from runtime.artifact import Manifest, Precision, default_artifact_dir
+    from runtime.encoder import Encoder
+    from runtime.session import Provider, available_providers
+except ImportError as err:
+    _clashes = install.clashes()
+    if _clashes:
+        raise ImportError(f"{err}\n\nconflicting installs in this environment:\n" + "\n\n".join(_clashes)) from err
+    raise
 
 __all__ = [
     "ArtifactError",
     "Encoder",
+    "InstallWarning",
     "Manifest",
     "Precision",
     "Provider",

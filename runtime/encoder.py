@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
 from runtime.artifact import Manifest, Precision, read_manifest, verify
-from runtime.errors import ArtifactError
+from runtime.errors import ArtifactError, ProviderUnavailable
 from runtime.session import Provider, create_session, infer, plan
 
 # Padded tokens per session run, whatever batch_size asks for: this bounds memory (attention grows with
@@ -20,6 +21,7 @@ from runtime.session import Provider, create_session, infer, plan
 TOKENS_PER_RUN = {"cpu": 1024, "cuda": 32768}
 
 Texts = str | Sequence[str]
+log = logging.getLogger(__name__)
 
 
 class Encoder:
@@ -42,7 +44,16 @@ class Encoder:
         self._tokenizer = _load_tokenizer(verify(folder, self.manifest.tokenizer), self.max_seq_length)
         graph = verify(folder, self.manifest.variants[self.precision].graph)
         # onnxruntime reads the file itself: handing it a Python bytes copy costs ~20 MiB more peak RSS.
-        self._session: ort.InferenceSession = create_session(graph, self.manifest.dimension, self.device, threads)
+        try:
+            self._session: ort.InferenceSession = create_session(graph, self.manifest.dimension, self.device, threads)
+        except ProviderUnavailable as err:
+            if provider is not Provider.AUTO:
+                raise
+            log.warning("CUDA unusable, provider='auto' uses the CPU: %s", err)
+            fallback = plan(self.manifest, folder, Provider.CPU, precision)
+            self.device, self.precision = fallback.device, fallback.precision
+            graph = verify(folder, self.manifest.variants[self.precision].graph)
+            self._session = create_session(graph, self.manifest.dimension, self.device, threads)
 
     def __repr__(self) -> str:
         return f"Encoder({str(self.folder)!r}, device={self.device!r}, precision={self.precision.value!r})"

@@ -7,3 +7,7 @@ class ArtifactError(ValueError):
 
 class ProviderUnavailable(RuntimeError):
     """An explicitly requested execution provider cannot be used on this machine."""
+
+
+class InstallWarning(RuntimeWarning):
+    """The environment holds two onnxruntime builds (or both runtime distributions) that overwrite each other."""

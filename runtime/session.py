@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
+import importlib.util
+import io
+import logging
+import sys
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -9,8 +16,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from runtime import install
 from runtime.artifact import INPUT_NAMES, OUTPUT_NAME, Manifest, Precision
 from runtime.errors import ArtifactError, ProviderUnavailable
+
+log = logging.getLogger(__name__)
 
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -43,14 +53,51 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
+def onnxruntime_build() -> str:
+    """The imported onnxruntime's distribution and version, e.g. ``onnxruntime-gpu 1.31.1``."""
+    try:
+        from onnxruntime.capi import build_and_package_info as info
+
+        return f"{info.package_name} {info.__version__}"
+    except (ImportError, AttributeError):
+        return f"onnxruntime {ort.__version__}"
+
+
+@functools.cache
+def cuda_driver_problem() -> str | None:
+    """Why this machine cannot run CUDA at all (no NVIDIA driver, no device), or None when it can."""
+    name = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
+    try:
+        driver = ctypes.CDLL(name)
+    except OSError as err:
+        return f"no NVIDIA driver on this machine ({name} does not load: {err})"
+    status = driver.cuInit(0)
+    if status != 0:
+        return f"the NVIDIA driver did not initialise (cuInit returned CUDA error {status})"
+    count = ctypes.c_int(0)
+    status = driver.cuDeviceGetCount(ctypes.byref(count))
+    if status != 0 or count.value < 1:
+        return f"the NVIDIA driver sees no CUDA device (cuDeviceGetCount: error {status}, {count.value} devices)"
+    return None
+
+
+def cuda_problem() -> str | None:
+    """Why a CUDA session cannot be had here, or None when onnxruntime offers CUDA and a device is present."""
+    if CUDA_PROVIDER not in available_providers():
+        notes = "".join("\n" + m for m in install.clashes())
+        return (
+            f"{onnxruntime_build()} offers only {available_providers()}: install the CUDA build of this runtime, "
+            f"{install.GPU_INSTALL_HINT}, in an environment without the onnxruntime (CPU) package{notes}"
+        )
+    return cuda_driver_problem()
+
+
 def plan(manifest: Manifest, folder: Path, provider: Provider, precision: Precision | None) -> Plan:
     """Choose device and precision; explicit requests that cannot be honoured raise, never fall back."""
-    cuda_ok = CUDA_PROVIDER in available_providers()
-    if provider is Provider.CUDA and not cuda_ok:
-        raise ProviderUnavailable(
-            f"provider='cuda' requested but onnxruntime offers only {available_providers()}; "
-            "install onnxruntime-gpu (the 'gpu' extra) on a machine with a CUDA GPU"
-        )
+    problem = cuda_problem() if provider is not Provider.CPU else None
+    cuda_ok = problem is None
+    if provider is Provider.CUDA and problem is not None:
+        raise ProviderUnavailable(f"provider='cuda' cannot be used: {problem}")
     present = [p for p in manifest.variants if (folder / p.file_name).is_file()]
     if precision is not None:
         if precision not in manifest.variants:
@@ -98,6 +145,7 @@ def create_session(
     """Build the session for an already hash-verified graph and check its input/output contract."""
     providers: list[str | tuple[str, dict[str, object]]] = [CPU_PROVIDER]
     if device == "cuda":
+        preload_cuda_libraries()
         cuda_options: dict[str, object] = {
             "device_id": device_id,
             "arena_extend_strategy": "kSameAsRequested",  # grow by what a batch needs, not in powers of two
@@ -111,10 +159,34 @@ def create_session(
     if device == "cuda" and CUDA_PROVIDER not in session.get_providers():
         # onnxruntime falls back to the CPU when the CUDA libraries fail to load; a CUDA request must not.
         raise ProviderUnavailable(
-            f"{path}: CUDA provider could not be initialised (session uses {session.get_providers()})"
+            f"{path}: {onnxruntime_build()} could not create its CUDA provider (the session fell back to "
+            f"{session.get_providers()}); onnxruntime's log above names the library that failed. It needs the "
+            f"CUDA {_cuda_version()} and cuDNN 9 libraries: pip install '{install.GPU_DISTRIBUTION}[cuda]' installs "
+            "them, or import a torch built for the same CUDA major version before runtime"
         )
     check_contract(session, path, dimension)
     return session
+
+
+@functools.cache
+def preload_cuda_libraries() -> None:
+    """Load pip-installed CUDA/cuDNN libraries (nvidia-* wheels) so onnxruntime-gpu finds them without torch."""
+    if "torch" in sys.modules or importlib.util.find_spec("nvidia") is None or not hasattr(ort, "preload_dlls"):
+        return
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):  # preload_dlls prints what it could not load
+        ort.preload_dlls()
+    if printed.getvalue().strip():
+        log.warning("onnxruntime.preload_dlls: %s", printed.getvalue().strip())
+
+
+def _cuda_version() -> str:
+    try:
+        from onnxruntime.capi import build_and_package_info as info
+
+        return str(info.cuda_version)
+    except (ImportError, AttributeError):
+        return "(version of this onnxruntime-gpu build)"
 
 
 def infer(session: ort.InferenceSession, device: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
