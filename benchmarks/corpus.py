@@ -165,8 +165,9 @@ def machine() -> dict[str, Any]:
     }
 
 
-def measure_local(work: Path, texts: int, round_texts: int, rounds: int) -> dict[str, Any]:
-    """Throughput ratio (interleaved rounds of ``round_texts``) and one full ``texts`` run of each, RSS curve."""
+def measure_local(work: Path, texts: int, round_texts: int, rounds: int, full_inprocess: bool) -> dict[str, Any]:
+    """Throughput ratio in alternating rounds of ``round_texts``, then one local job of ``texts`` (RSS curve) and,
+    with ``full_inprocess``, one in-process encode of the same ``texts``."""
     small = corpus_file(work, round_texts)
     rows: dict[str, list[dict[str, Any]]] = {"local": [], "inprocess": []}
     for _ in range(rounds):
@@ -176,21 +177,24 @@ def measure_local(work: Path, texts: int, round_texts: int, rounds: int) -> dict
         rows["inprocess"].append(run_child("inprocess", str(small)))
     big = corpus_file(work, texts)
     out = work / "out"
-    full_local = run_child("local", str(big), str(out))
+    full = {"texts": texts, "local": run_child("local", str(big), str(out))}
     shutil.rmtree(out)
-    full_inprocess = run_child("inprocess", str(big))
+    if full_inprocess:
+        full["inprocess"] = run_child("inprocess", str(big))
     rate = {k: statistics.median(r["texts_per_s"] for r in v) for k, v in rows.items()}
-    first_shard_rss = next((rss for _, shards, rss in full_local["curve"] if shards >= 1), None)
+    curve = full["local"]["curve"]
     return {
         "round_texts": round_texts,
         "rounds": rows,
         "median_texts_per_s": rate,
         "throughput_ratio": rate["local"] / rate["inprocess"],
-        "full": {"texts": texts, "local": full_local, "inprocess": full_inprocess},
-        "full_throughput_ratio": full_local["texts_per_s"] / full_inprocess["texts_per_s"],
-        "rss_after_first_shard_mib": first_shard_rss,
-        "rss_at_end_mib": full_local["curve"][-1][2] if full_local["curve"] else None,
-        "peak_rss_mib": full_local["peak_rss_mib"],
+        "full": full,
+        "full_throughput_ratio": (
+            full["local"]["texts_per_s"] / full["inprocess"]["texts_per_s"] if full_inprocess else None
+        ),
+        "rss_after_first_shard_mib": next((rss for _, shards, rss in curve if shards >= 1), None),
+        "rss_at_end_mib": curve[-1][2] if curve else None,
+        "peak_rss_mib": full["local"]["peak_rss_mib"],
     }
 
 
@@ -243,9 +247,7 @@ def measure_scale(work: Path, actors: list[int], per_actor: int, threads: int, w
 
 
 def local_md(section: dict[str, Any]) -> list[str]:
-    full = section["full"]
-    loc, inp = full["local"], full["inprocess"]
-    return [
+    lines = [
         "## Streaming job vs in-process encode (dev sentences repeated; int8, CPU, default threads)",
         "",
         f"Throughput, median of {len(section['rounds']['local'])} alternating rounds of "
@@ -255,15 +257,24 @@ def local_md(section: dict[str, Any]) -> list[str]:
         "",
         "| run | texts | seconds | texts/s | peak RSS MiB | load before → after |",
         "|---|---|---|---|---|---|",
-        f"| local job (`python -m runtime encode ... -o FOLDER`) | {full['texts']:,} | {loc['seconds']:.0f} | "
-        f"{loc['texts_per_s']:,.0f} | {loc['peak_rss_mib']:,.0f} | {loc['load_before'][0]} → {loc['load_after'][0]} |",
-        f"| in-process `encode(texts)` | {full['texts']:,} | {inp['seconds']:.0f} | {inp['texts_per_s']:,.0f} | "
-        f"{inp['peak_rss_mib']:,.0f} | {inp['load_before'][0]} → {inp['load_after'][0]} |",
+    ]
+    runs = [
+        (f"{k} round {i + 1}", section["round_texts"], r) for k, v in section["rounds"].items() for i, r in enumerate(v)
+    ]
+    runs += [(f"{k} (full)", section["full"]["texts"], r) for k, r in section["full"].items() if k != "texts"]
+    for name, texts, r in runs:
+        lines.append(
+            f"| {name} | {texts:,} | {r['seconds']:.0f} | {r['texts_per_s']:,.0f} | {r['peak_rss_mib']:,.0f} | "
+            f"{r['load_before'][0]} → {r['load_after'][0]} |"
+        )
+    ratio = section["full_throughput_ratio"]
+    return [
+        *lines,
         "",
-        f"Full-size ratio {section['full_throughput_ratio']:.3f}. Local job RSS after the first shard "
-        f"(102,400 texts): {section['rss_after_first_shard_mib']} MiB; at the end ({full['texts']:,} texts): "
-        f"{section['rss_at_end_mib']} MiB; peak {section['peak_rss_mib']:.0f} MiB. RSS curve (seconds, shards "
-        "written, MiB) in the JSON file.",
+        ("" if ratio is None else f"Full-size throughput ratio {ratio:.3f}. ")
+        + f"Local job RSS after the first shard (102,400 texts): {section['rss_after_first_shard_mib']} MiB; at "
+        f"the end ({section['full']['texts']:,} texts): {section['rss_at_end_mib']} MiB; peak "
+        f"{section['peak_rss_mib']:.0f} MiB. RSS curve (seconds, shards written, MiB) in the JSON file.",
         "",
     ]
 
@@ -330,6 +341,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--texts", type=int, default=1_000_000)
     p.add_argument("--round-texts", type=int, default=100_000)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--full-inprocess", action="store_true", help="also encode all --texts in-process (GiBs of RSS)")
     p = sub.add_parser("ray")
     p.add_argument("--texts", type=int, default=100_000)
     p.add_argument("--rounds", type=int, default=2)
@@ -361,7 +373,7 @@ def main(argv: list[str] | None = None) -> None:
             stem = args.out / f"corpus-{machine_name()}"
             doc = json.loads(stem.with_suffix(".json").read_text()) if stem.with_suffix(".json").exists() else {}
             if args.mode == "local":
-                section = measure_local(work, args.texts, args.round_texts, args.rounds)
+                section = measure_local(work, args.texts, args.round_texts, args.rounds, args.full_inprocess)
             else:
                 section = measure_ray(work, args.texts, args.rounds)
         doc.update({args.mode: section, "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")})

@@ -56,7 +56,7 @@ def _add_encode(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.add_argument("--actors", type=int, help="Ray actors (default: cluster CPUs / --threads)")
     p.add_argument("--threads", type=int, help="onnxruntime threads (per actor with --ray; default there: 1)")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--window", type=int, help="texts read, sorted and encoded at a time (default: 4096)")
+    p.add_argument("--window", type=int, help="texts read, sorted and encoded at a time (default: 2048)")
     p.add_argument(
         "--shard-rows",
         type=int,

@@ -31,8 +31,8 @@ DEFAULTS: dict[str, Any] = {
     "column": "text",
     "id_column": None,
     "input_format": None,
-    "shard_rows": 102_400,  # 25 windows: shards of any multiple of the window hold the same vectors
-    "window": 4096,
+    "shard_rows": 102_400,  # 50 windows: shards of any multiple of the window hold the same vectors
+    "window": 2048,  # job peak RSS measured 264 MiB at 2,048, 303 at 4,096 (20k texts)
     "batch_size": 32,
     "skip_bad_rows": False,
 }
