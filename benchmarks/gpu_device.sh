@@ -14,7 +14,8 @@
 #   4. gpu       python -m benchmarks.gpu: runtime fp16 on CUDAExecutionProvider vs PyTorch fp16  -> RESULTS/gpu/
 #   5. cpu       python -m benchmarks --systems runtime-int8,runtime-fp32: int8 (and fp32 if packed) on all cores,
 #                with the machine's own onnxruntime (CPU build)                                  -> RESULTS/cpu/
-#   6. corpus    OPTIONAL, only if benchmarks/corpus_scale exists: python -m benchmarks.corpus_scale -> RESULTS/
+#   6. corpus    OPTIONAL, only if RAY_WHEELS (default build/ray-wheels, from benchmarks/ray_wheels.sh) is here:
+#                installs ray[data] from it, then python -m benchmarks.corpus scale (1, 2, 4, 8 actors) -> RESULTS/
 # RESULTS/device.log has every step's output. At most 8 files end up under RESULTS.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -133,19 +134,22 @@ cpu() {
 }
 
 corpus() {
-  # OPTIONAL: the corpus-scale benchmark, when a checkout carries it. CORPUS_ARGS passes extra arguments.
-  PYTHONPATH=$site:$PWD "$PYTHON" -m benchmarks.corpus_scale --out "$out/corpus" --artifact "$art" ${CORPUS_ARGS:-}
+  # OPTIONAL: Ray Data scaling on this machine's cores, with its own onnxruntime (CPU) and the checkout's int8 graph.
+  set -euo pipefail
+  "$PYTHON" -m pip install -q --no-index --no-deps --target "$work/ray-site" "$RAY_WHEELS"/*.whl
+  PYTHONPATH=$work/ray-site:$PWD "$PYTHON" -m benchmarks.corpus scale --out "$out/corpus" ${CORPUS_ARGS:-}
 }
 
 export -f unpack weights check gpu cpu corpus
-export site art out device quick
+RAY_WHEELS=${RAY_WHEELS:-$PWD/build/ray-wheels}
+export site art out device quick RAY_WHEELS
 echo "# gpu_device.sh $(date -u +%FT%TZ) on $(hostname), $(nproc) cores, device=$device, budget ${BUDGET_S:-420}s" | tee "$log"
 step unpack "${UNPACK_S:-90}" unpack || { echo "cannot run without the payload; see $log"; tail -20 "$log"; exit 1; }
 step weights "${WEIGHTS_S:-60}" weights
 step check "${CHECK_S:-60}" check
 step gpu "${GPU_S:-300}" gpu
 step cpu "${CPU_S:-180}" cpu
-if [ -e benchmarks/corpus_scale.py ] || [ -d benchmarks/corpus_scale ]; then
+if compgen -G "$RAY_WHEELS/ray-*.whl" >/dev/null; then
   step corpus "${CORPUS_S:-120}" corpus
   if [ -d "$out/corpus" ] && [ "$(find "$out/corpus" -type f | wc -l)" -gt 1 ]; then
     tar -C "$out" -czf "$out/corpus.tar.gz" corpus && rm -rf "$out/corpus"
