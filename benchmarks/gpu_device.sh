@@ -27,6 +27,8 @@ work=${GPU_WORK:-/tmp/gpu-run}
 deadline=$((SECONDS + ${BUDGET_S:-420}))
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
+# Absolute, because the SHA256SUMS check below runs from inside the payload folder.
+payload=$(cd "$payload" && pwd) || { echo "no payload folder: ${1}"; exit 1; }
 log=$out/device.log
 export payload work PYTHON
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 TQDM_DISABLE=1
