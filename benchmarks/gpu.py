@@ -146,11 +146,10 @@ def best_throughput(embed: Embed, texts: list[str], batch: int, quick: bool) -> 
 def accuracy(embed: Embed, dev: list[str], gold: np.ndarray, reference: np.ndarray | None) -> dict[str, float]:
     """STS-B dev spearman (batch 128), and cosine to the PyTorch fp32 embeddings when given."""
     from benchmarks.measure import cosine_rows
-    from export.data import sts_score
+    from export.data import score_stacked
 
     emb = embed(dev, 128)
-    half = len(dev) // 2
-    result = {"dev_spearman": sts_score(emb[:half], emb[half:], gold).spearman}
+    result = {"dev_spearman": score_stacked(emb, gold).spearman}
     if reference is not None:
         cosine = cosine_rows(emb, reference)
         result.update(min_cosine_to_fp32=cosine["min"], mean_cosine_to_fp32=cosine["mean"])
@@ -192,15 +191,15 @@ def workloads(args: argparse.Namespace) -> tuple[list[str], list[str], np.ndarra
     full 3,000-sentence reference the dev sentences are."""
     from benchmarks.config import FULL
     from benchmarks.workloads import counter, long_passages
-    from export.data import read_sts
+    from export.data import gold_scores, pair_texts, read_sts
 
     everything = read_sts("dev")
     pairs = everything[:32] if args.quick else everything
-    dev = [p.s1 for p in pairs] + [p.s2 for p in pairs]
+    dev = pair_texts(pairs)
     rows = list(range(len(pairs))) + [len(everything) + i for i in range(len(pairs))]
     count = 32 if args.quick else LONG_PASSAGES
     long_texts = long_passages(counter(args.artifact), count, FULL.long_min_tokens, FULL.long_max_tokens)
-    return dev, long_texts, np.array([p.score for p in pairs]), rows
+    return dev, long_texts, gold_scores(pairs), rows
 
 
 # --- parent side: spawn the workers, judge the goals, write the report ----------------------------------------------
