@@ -252,15 +252,20 @@ def _rewrite(model: Any, sites: list[_Site], weights: dict[str, Any]) -> None:
                     w = numpy_helper.to_array(weights[matmul.input[1]]).astype(np.float64)
                     corrections[matmul.output[0]] = site.shift * w.sum(axis=0)  # (x + c) @ W = x @ W + c 1 W
     nodes = _take_back_shifts(helper, graph, numpy_helper, nodes, corrections)
+    replace_nodes(graph, nodes)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+
+
+
+def replace_nodes(graph: Any, nodes: list[Any]) -> None:
+    """Make ``nodes`` the graph's nodes and drop the initializers none of them reads any more."""
     used = {name for n in nodes for name in n.input}
     kept = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
     del graph.node[:]
     graph.node.extend(nodes)
-    if not any(o.domain == "com.microsoft" for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-
 
 def _take_back_shifts(
     helper: Any, graph: Any, numpy_helper: Any, nodes: list[Any], corrections: dict[str, np.ndarray]

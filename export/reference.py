@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from export.deps import require
+from export.quantize import replace_nodes
 from runtime.artifact import TOKENIZER_FILE, FileEntry, Precision, Variant, read_manifest
 
 # float32 / float64 represent every integer up to 2^24 / 2^53 exactly; an integer dot product stays exact below.
@@ -84,12 +85,7 @@ def rewrite_integer_matmuls(model: Any) -> int:
             helper.make_node("Mul", [f"{p}_acc", f"{p}_scale"], [node.output[0]], name=f"{p}_dequant"),
         ]
         count += 1
-    used = {name for n in nodes for name in n.input}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    del graph.node[:]
-    graph.node.extend(nodes)
+    replace_nodes(graph, nodes)
     return count
 
 
