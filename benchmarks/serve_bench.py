@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -50,7 +51,15 @@ def _free_port() -> int:
 class Process:
     """A server subprocess pinned to SERVER_CORE, ready once ``health`` answers 200."""
 
-    def __init__(self, name: str, cmd: list[str], port: int, cwd: Path = REPO, log_dir: Path = Path("/tmp")):
+    def __init__(
+        self,
+        name: str,
+        cmd: list[str],
+        port: int,
+        cwd: Path = REPO,
+        log_dir: Path = Path("/tmp"),
+        env: dict[str, str] | None = None,
+    ):
         self.name = name
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
@@ -61,6 +70,7 @@ class Process:
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
             "INFINITY_ANONYMOUS_USAGE_STATS": "0",
+            **(env or {}),
         }
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
@@ -124,6 +134,33 @@ INFINITY_VARIANTS = {  # name: (engine, extra flags); mean pooling as the model 
 }
 
 
+# onnxruntime sizes its default intra-op pool by the machine's cores and pins each pool thread to a core of its own,
+# ignoring the process's affinity: under `taskset -c 0` infinity's session still ran a thread on core 1 (measured:
+# 96 % of core 1, the load generator's core). Infinity has no thread option, so its interpreter gets this
+# sitecustomize, which gives every session one intra-op thread, as our server runs with --threads 1.
+ORT_ONE_THREAD = """\
+import onnxruntime as _ort
+
+_init = _ort.InferenceSession.__init__
+
+
+def _one_thread(self, path_or_bytes, sess_options=None, *args, **kwargs):
+    options = sess_options if sess_options is not None else _ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    _init(self, path_or_bytes, options, *args, **kwargs)
+
+
+_ort.InferenceSession.__init__ = _one_thread
+"""
+
+
+def _one_thread_site() -> Path:
+    site = Path(tempfile.mkdtemp(prefix="serve-bench-site-"))
+    (site / "sitecustomize.py").write_text(ORT_ONE_THREAD)
+    return site
+
+
 def infinity_server(python: str, model: Path, variant: str) -> Process:
     port = _free_port()
     engine, extra = INFINITY_VARIANTS[variant]
@@ -132,7 +169,7 @@ def infinity_server(python: str, model: Path, variant: str) -> Process:
     # optimum no longer matches against the folder's files; relative to "." the two agree.
     cmd = [exe, "v2", "--model-id", ".", "--engine", engine, "--device", "cpu", "--port", str(port)]
     cmd += ["--served-model-name", "minilm", "--batch-size", "32", "--pooling-method", "mean", *extra]
-    return Process(f"infinity-{variant}", cmd, port, cwd=model)
+    return Process(f"infinity-{variant}", cmd, port, cwd=model, env={"PYTHONPATH": str(_one_thread_site())})
 
 
 def library(batch: int, seconds: float) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from runtime.server.protocol import (
 log = logging.getLogger("uvicorn.error")
 JSON = "application/json"
 CLIENT_CLOSED = 499  # nginx's status for a client that went away; only ever seen in metrics
+ADMITTED_ROUTES = {"/v1/embeddings": "/v1/embeddings", "/embeddings": "/v1/embeddings", "/embed": "/embed"}
 
 
 def package_version() -> str:
@@ -68,6 +69,40 @@ class Service:
         self.last_arrival = 0.0  # monotonic time of the last embedding request, for the drain's quiet period
         self._key = f"Bearer {settings.api_key}".encode() if settings.api_key else None
         self.app = self._build()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """The ASGI application. A full server refuses embedding requests here, before routing or reading the body:
+        under overload most requests are refused, and every cycle they take is one inference does not get."""
+        if scope["type"] == "http" and self.inflight >= self.settings.max_inflight_inputs:
+            route = ADMITTED_ROUTES.get(scope["path"])
+            if route is not None and scope["method"] == "POST" and self._authorized(scope["headers"]):
+                await self._refuse(route, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Whether the raw headers carry the API key (always, without one); a refusal never answers for 401."""
+        if self._key is None:
+            return True
+        given = next((v for k, v in headers if k == b"authorization"), None)
+        return given is not None and hmac.compare_digest(given, self._key)
+
+    async def _refuse(self, route: str, send: Any) -> None:
+        start = time.perf_counter()
+        self.last_arrival = time.monotonic()
+        err = _overloaded(self.inflight)
+        body = err.body()
+        headers = [
+            (b"content-type", JSON.encode()),
+            (b"content-length", str(len(body)).encode()),
+            *((k.encode(), v.encode()) for k, v in err.headers.items()),
+        ]
+        self.metrics.requests.labels(route, "429").inc()
+        elapsed = time.perf_counter() - start
+        self.metrics.request_seconds.labels(route).observe(elapsed)
+        headers.append((b"x-total-time", _ms(elapsed).encode()))
+        await send({"type": "http.response.start", "status": 429, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     def _build(self) -> Starlette:
         routes = [
@@ -154,10 +189,8 @@ class Service:
         return Response(tei_body(out), media_type=JSON, headers=_timing(job))
 
     async def _admit_and_read(self, request: Request) -> dict[str, Any]:
-        """Refuse at once when full; read the body within the payload limit; parse the JSON."""
+        """Read the body within the payload limit; parse the JSON. (A full server refused it in ``__call__``.)"""
         self.last_arrival = time.monotonic()
-        if self.inflight >= self.settings.max_inflight_inputs:
-            raise _overloaded(self.inflight)
         limit = self.settings.max_payload_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:

@@ -63,7 +63,7 @@ def serve(args: argparse.Namespace) -> None:
     warm_up(encoder)
     service = Service(encoder, settings)
     config = uvicorn.Config(
-        service.app,
+        service,
         host=settings.host,
         port=settings.port,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
