@@ -330,9 +330,44 @@ def test_full_server_answers_429_with_retry_after(strict: Server) -> None:
         if refused.status_code == 429:
             assert int(refused.headers["retry-after"]) >= 1
             assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+            assert float(refused.headers["x-total-time"]) < 1000
+            assert _labelled(strict, "embed_requests_total", route="/v1/embeddings", status="429") >= 1
             return
         assert refused.status_code == 200  # the long request had ended before ours arrived: try again
     pytest.fail("never caught the server with inputs in flight")
+
+
+def _labelled(server: Server, name: str, **labels: str) -> float:
+    """The value of one labelled sample of /metrics (0 when the series does not exist yet)."""
+    want = name + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+    for line in httpx.get(f"{server.url}/metrics", timeout=10).text.splitlines():
+        key, _, value = line.rpartition(" ")
+        if key.startswith(name + "{"):
+            inner = sorted(key[len(name) + 1 : -1].split(","))
+            if name + "{" + ",".join(inner) + "}" == want:
+                return float(value)
+    return 0.0
+
+
+def test_full_server_answers_401_not_429_without_the_key(tmp_path: Path) -> None:
+    # A full server refuses before routing; that shortcut must not tell an unauthenticated client anything but 401.
+    srv = Server(tmp_path, "--api-key", KEY, "--max-inflight-inputs", "1")
+    try:
+        for _attempt in range(5):
+            thread, result = _in_background(lambda: srv.post("/embed", {"inputs": [LONG] * 32}))
+            _wait_for(lambda: srv.metric("embed_inflight_inputs") > 0)
+            anonymous = srv.post("/v1/embeddings", {"input": "one more"}, headers={})
+            wrong = srv.post("/embed", {"inputs": "one more"}, headers={"authorization": "Bearer nope"})
+            keyed = srv.post("/v1/embeddings", {"input": "one more"})
+            thread.join()
+            assert result["value"].status_code == 200  # type: ignore[attr-defined]
+            assert anonymous.status_code == wrong.status_code == 401
+            if keyed.status_code == 429:
+                return
+            assert keyed.status_code == 200  # the long request had ended first: try again
+        pytest.fail("never caught the server with inputs in flight")
+    finally:
+        srv.stop()
 
 
 def test_disconnected_client_work_is_dropped_before_inference(server: Server) -> None:
