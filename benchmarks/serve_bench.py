@@ -358,6 +358,7 @@ def main(argv: list[str] | None = None) -> None:
             "encoding_format": "base64",
             "texts": "STS-B dev sentences, cycled",
             "latency_budget_ms": args.latency_budget_ms,
+            "infinity_intra_op_threads": 1,
         },
         "loadavg_start": loadavg(),
     }
@@ -538,7 +539,9 @@ def markdown(doc: dict[str, Any]) -> str:
         f"# HTTP server benchmark: {m['name']}",
         "",
         f"{m['cpu_model']} ({', '.join(m['isa'])}), {doc['created']}. Server pinned to core {SERVER_CORE} with one "
-        f"intra-op thread, load generator on core {CLIENT_CORE}; requests carry STS-B dev sentences, base64 output.",
+        f"intra-op thread, load generator on core {CLIENT_CORE}; requests carry STS-B dev sentences, base64 output. "
+        "infinity-emb's onnxruntime sessions are held to one intra-op thread too (onnxruntime would otherwise pin a "
+        "pool thread to the load generator's core, whatever taskset says).",
         f"Load average: start {doc['loadavg_start']}, end {doc['loadavg_end']} (2 cores, shared machine).",
         "",
         "| system | run | inputs/s | ratio to library b32 | p50 ms | p90 ms | p99 ms | statuses |",
