@@ -42,7 +42,8 @@ def load(
 
     ``provider``: "auto" (CUDA when onnxruntime offers it and the artifact has an fp16/fp32 graph, else CPU), "cpu"
     or "cuda" (raises ProviderUnavailable if it cannot be honoured). ``precision``: "int8", "fp32", "fp16" or None
-    for the device's best present graph. ``threads``: intra-op threads (None: onnxruntime's default, one per core).
+    for the device's best present graph. ``threads``: intra-op threads (None: one per physical core the process may
+    run on, onnxruntime's default on an unrestricted machine).
     """
     folder = default_artifact_dir() if path is None else Path(path)
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 from functools import cache
@@ -70,3 +71,41 @@ def isa_class(flags: tuple[str, ...] | None = None) -> str:
     if "asimd" in f or platform.machine() in ("aarch64", "arm64"):
         return "arm64"
     return "unknown"
+
+
+SYS_CPU = Path("/sys/devices/system/cpu")
+
+
+def restricted_cores() -> int | None:
+    """Physical cores this process may run on, when its CPU affinity (taskset, a container's cpuset) leaves out some
+    of the machine's online CPUs; None when nothing is left out or the platform cannot say."""
+    getaffinity = getattr(os, "sched_getaffinity", None)
+    if getaffinity is None:
+        return None
+    allowed = sorted(getaffinity(0))
+    online = _online_cpus()
+    if not allowed or online is None or set(online) <= set(allowed):
+        return None
+    cores = set()
+    for cpu in allowed:
+        topology = SYS_CPU / f"cpu{cpu}" / "topology"
+        try:
+            package = (topology / "physical_package_id").read_text().strip()
+            core = (topology / "core_id").read_text().strip()
+        except OSError:
+            return len(allowed)  # no topology: count logical CPUs
+        cores.add((package, core))
+    return len(cores)
+
+
+def _online_cpus() -> list[int] | None:
+    """The machine's online CPU numbers (Linux ``/sys/devices/system/cpu/online``, e.g. ``0-3,8``)."""
+    try:
+        text = (SYS_CPU / "online").read_text().strip()
+    except OSError:
+        return None
+    cpus: list[int] = []
+    for part in filter(None, text.split(",")):
+        first, _, last = part.partition("-")
+        cpus.extend(range(int(first), int(last or first) + 1))
+    return cpus

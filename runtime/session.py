@@ -18,6 +18,7 @@ import onnxruntime as ort
 
 from runtime import install
 from runtime.artifact import INPUT_NAMES, OUTPUT_NAME, Manifest, Precision
+from runtime.cpu import restricted_cores
 from runtime.errors import ArtifactError, ProviderUnavailable
 
 log = logging.getLogger(__name__)
@@ -128,11 +129,17 @@ def _names(variants: object) -> list[str]:
 
 
 def session_options(threads: int | None) -> ort.SessionOptions:
-    """Full graph optimisation; ``threads`` bounds intra-op parallelism (None: onnxruntime's default)."""
+    """Full graph optimisation; ``threads`` bounds intra-op parallelism. None: onnxruntime's default (one thread per
+    physical core), except in a process held to some of the machine's CPUs, which gets one per core it may use."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.inter_op_num_threads = 1
+    if threads is None:
+        # onnxruntime's default pool pins one thread to each of the MACHINE's physical cores, ignoring the process's
+        # affinity: under `taskset -c 0` a pool thread ran on core 1 (or pthread_setaffinity_np fails in a cpuset
+        # container, microsoft/onnxruntime#8313). An explicit count is never pinned.
+        threads = restricted_cores()
     if threads is not None:
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
