@@ -195,7 +195,9 @@ def markdown(doc: dict[str, Any]) -> str:
         f"# Kernel limits of the int8 graph: {m['name']}",
         "",
         f"{m['cpu_model']} ({', '.join(m['isa'])}), {doc['created']}, {doc['threads']} threads, onnxruntime "
-        f"{doc['libraries'].get('onnxruntime', '?')}. int8 ceiling (MatMulInteger, square): {ceiling:,.0f} G-ops/s.",
+        f"{doc['libraries'].get('onnxruntime', '?')}. int8 ceiling (MatMulInteger, square; best of before and "
+        f"after the cases, {' and '.join(f'{g:,.0f}' for g in doc['ceiling_before_after_gops'])}): "
+        f"{ceiling:,.0f} G-ops/s.",
         "",
         "## The graph's GEMM alone (MatMulIntegerToFloat, u8 x s8)",
         "",
@@ -234,6 +236,11 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ceiling(n: int, threads: int) -> float:
+    """The int8 ceiling: best MatMulInteger rate on square n/2 and n matrices (``benchmarks.ceiling``)."""
+    return max(onnxruntime_gemm_gops(size, threads)["int8_matmulinteger"] for size in (n // 2, n))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.kernels", description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -241,16 +248,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="output stem (default: results/kernels-<machine>)")
     args = parser.parse_args(argv)
     machine = describe()
-    rows, shapes, budget, n = ROWS, SHAPES, 0.3, 1024
+    rows, shapes, budget, n = ROWS, SHAPES, 0.3, 2048  # the ceiling as `python -m benchmarks` measures it
     if args.quick:
         rows, shapes, budget, n = (4, 40), ((128, 256),), 0.01, 256
+    created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    before = ceiling(n, args.threads)
+    results = measure(args.threads, rows, shapes, budget)
+    after = ceiling(n, args.threads)
     doc = {
         "machine": machine,
         "libraries": library_versions(),
-        "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "created": created,
         "threads": args.threads,
-        "ceiling_gops": max(onnxruntime_gemm_gops(size, args.threads)["int8_matmulinteger"] for size in (n // 2, n)),
-        "results": measure(args.threads, rows, shapes, budget),
+        # Best of a measurement before and after the cases: this class of host drifts by tens of percent.
+        "ceiling_gops": max(before, after),
+        "ceiling_before_after_gops": [before, after],
+        "results": results,
     }
     stem = args.out or ((QUICK if args.quick else RESULTS) / f"kernels-{machine['name']}")
     stem.parent.mkdir(parents=True, exist_ok=True)
