@@ -88,24 +88,28 @@ def restricted_cores() -> int | None:
         return None
     cores = set()
     for cpu in allowed:
+        # The CPUs sharing this one's core, as the kernel lists them (core_id alone can repeat across dies).
         topology = SYS_CPU / f"cpu{cpu}" / "topology"
-        try:
-            package = (topology / "physical_package_id").read_text().strip()
-            core = (topology / "core_id").read_text().strip()
-        except OSError:
+        for name in ("core_cpus_list", "thread_siblings_list"):
+            try:
+                cores.add((topology / name).read_text().strip())
+                break
+            except OSError:
+                continue
+        else:
             return len(allowed)  # no topology: count logical CPUs
-        cores.add((package, core))
     return len(cores)
 
 
 def _online_cpus() -> list[int] | None:
-    """The machine's online CPU numbers (Linux ``/sys/devices/system/cpu/online``, e.g. ``0-3,8``)."""
+    """The machine's online CPU numbers (Linux ``/sys/devices/system/cpu/online``, e.g. ``0-3,8``). Where a container
+    virtualises this file to its own CPUs (lxcfs), nothing looks left out and onnxruntime's default stands."""
     try:
         text = (SYS_CPU / "online").read_text().strip()
-    except OSError:
+        cpus: list[int] = []
+        for part in filter(None, text.split(",")):
+            first, _, last = part.partition("-")
+            cpus.extend(range(int(first), int(last or first) + 1))
+    except (OSError, ValueError):
         return None
-    cpus: list[int] = []
-    for part in filter(None, text.split(",")):
-        first, _, last = part.partition("-")
-        cpus.extend(range(int(first), int(last or first) + 1))
     return cpus

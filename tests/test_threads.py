@@ -11,25 +11,24 @@ from pathlib import Path
 
 import pytest
 
-from runtime import cpu
+from runtime import cpu, session
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _fake_sysfs(root: Path, online: str, cores: dict[int, tuple[int, int]]) -> Path:
-    """A /sys/devices/system/cpu with ``online`` and each CPU's (package, core) topology."""
+def _fake_sysfs(root: Path, online: str, siblings: dict[int, str], name: str = "core_cpus_list") -> Path:
+    """A /sys/devices/system/cpu with ``online`` and, per CPU, the list of CPUs sharing its core."""
     (root / "online").parent.mkdir(parents=True, exist_ok=True)
     (root / "online").write_text(online + "\n")
-    for number, (package, core) in cores.items():
+    for number, cpus in siblings.items():
         topology = root / f"cpu{number}" / "topology"
         topology.mkdir(parents=True)
-        (topology / "physical_package_id").write_text(f"{package}\n")
-        (topology / "core_id").write_text(f"{core}\n")
+        (topology / name).write_text(f"{cpus}\n")
     return root
 
 
 # Four logical CPUs on two physical cores: 0 and 2 are SMT siblings, so are 1 and 3 (Linux's usual numbering).
-SMT = {0: (0, 0), 1: (0, 1), 2: (0, 0), 3: (0, 1)}
+SMT = {0: "0,2", 1: "1,3", 2: "0,2", 3: "1,3"}
 
 
 @pytest.mark.parametrize(
@@ -49,6 +48,12 @@ def test_restricted_cores_counts_physical_cores_of_the_affinity(
     assert cpu.restricted_cores() == expected
 
 
+def test_restricted_cores_reads_older_kernels_sibling_lists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu, "SYS_CPU", _fake_sysfs(tmp_path / "cpu", "0-3", SMT, name="thread_siblings_list"))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 3}, raising=False)
+    assert cpu.restricted_cores() == 2
+
+
 def test_restricted_cores_parses_ranges_and_falls_back_to_logical_cpus(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -58,6 +63,16 @@ def test_restricted_cores_parses_ranges_and_falls_back_to_logical_cpus(
     assert cpu.restricted_cores() == 2
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 4, 5}, raising=False)
     assert cpu.restricted_cores() is None
+    (root / "online").write_text("garbled\n")
+    assert cpu.restricted_cores() is None  # an unreadable file never breaks runtime.load()
+
+
+def test_session_options_take_the_restricted_count_only_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(session, "restricted_cores", lambda: 3)
+    assert session.session_options(None).intra_op_num_threads == 3
+    assert session.session_options(2).intra_op_num_threads == 2  # an explicit count wins
+    monkeypatch.setattr(session, "restricted_cores", lambda: None)
+    assert session.session_options(None).intra_op_num_threads == 0  # onnxruntime's own default
 
 
 PROBE = textwrap.dedent(
