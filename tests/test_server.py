@@ -441,3 +441,44 @@ def test_serve_reports_a_bad_model_cleanly(tmp_path: Path) -> None:
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert done.returncode != 0 and "manifest" in done.stderr.lower() and "Traceback" not in done.stderr
+
+
+def test_full_service_refuses_in_its_asgi_entry_without_routing_or_reading_the_body(encoder: runtime.Encoder) -> None:
+    # In process: the refusal must not touch the body or the Starlette app (that is what makes a 429 cheap).
+    import asyncio
+
+    from runtime.server.app import Service
+    from runtime.server.options import Settings
+
+    service = Service(encoder, Settings(api_key=KEY, max_inflight_inputs=4))
+    service.inflight = 4
+
+    async def starlette_app(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("routed to Starlette")
+
+    async def receive() -> dict[str, object]:
+        raise AssertionError("body read")
+
+    service.app = starlette_app  # type: ignore[assignment]
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/embeddings",
+        "headers": [(b"authorization", AUTH["authorization"].encode())],
+    }
+    asyncio.run(service(scope, receive, send))
+    start, body = sent
+    headers = dict(start["headers"])  # type: ignore[call-overload]
+    assert start["status"] == 429 and headers[b"retry-after"] == b"1"
+    assert json.loads(body["body"])["error"]["code"] == "rate_limit_exceeded"  # type: ignore[arg-type]
+    assert service.metrics.requests.labels("/v1/embeddings", "429")._value.get() == 1
+    # Without the key the request goes on to the app (which answers 401), and so does any request once not full.
+    for scope_headers, inflight in (([], 4), ([(b"authorization", b"Bearer nope")], 4), (scope["headers"], 3)):
+        service.inflight = inflight
+        with pytest.raises(AssertionError, match="routed to Starlette"):
+            asyncio.run(service({**scope, "headers": scope_headers}, receive, send))

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from runtime.encoder import TOKENS_PER_RUN, Encoder
 from runtime.server.batcher import Batcher, InputTooLong, Job
@@ -70,7 +71,7 @@ class Service:
         self._key = f"Bearer {settings.api_key}".encode() if settings.api_key else None
         self.app = self._build()
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI application. A full server refuses embedding requests here, before routing or reading the body:
         under overload most requests are refused, and every cycle they take is one inference does not get."""
         if scope["type"] == "http" and self.inflight >= self.settings.max_inflight_inputs:
@@ -87,7 +88,7 @@ class Service:
         given = next((v for k, v in headers if k == b"authorization"), None)
         return given is not None and hmac.compare_digest(given, self._key)
 
-    async def _refuse(self, route: str, send: Any) -> None:
+    async def _refuse(self, route: str, send: Send) -> None:
         start = time.perf_counter()
         self.last_arrival = time.monotonic()
         err = _overloaded(self.inflight)
@@ -189,8 +190,11 @@ class Service:
         return Response(tei_body(out), media_type=JSON, headers=_timing(job))
 
     async def _admit_and_read(self, request: Request) -> dict[str, Any]:
-        """Read the body within the payload limit; parse the JSON. (A full server refused it in ``__call__``.)"""
+        """Refuse when full (``__call__`` already did, unless the Starlette app is served on its own); read the body
+        within the payload limit; parse the JSON."""
         self.last_arrival = time.monotonic()
+        if self.inflight >= self.settings.max_inflight_inputs:
+            raise _overloaded(self.inflight)
         limit = self.settings.max_payload_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
