@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -155,10 +154,13 @@ _ort.InferenceSession.__init__ = _one_thread
 """
 
 
+SITE = REPO / "build" / "serve-bench-site"  # the sitecustomize's folder (build/ is git-ignored)
+
+
 def _one_thread_site() -> Path:
-    site = Path(tempfile.mkdtemp(prefix="serve-bench-site-"))
-    (site / "sitecustomize.py").write_text(ORT_ONE_THREAD)
-    return site
+    SITE.mkdir(parents=True, exist_ok=True)
+    (SITE / "sitecustomize.py").write_text(ORT_ONE_THREAD)
+    return SITE
 
 
 def infinity_server(python: str, model: Path, variant: str) -> Process:
@@ -169,7 +171,25 @@ def infinity_server(python: str, model: Path, variant: str) -> Process:
     # optimum no longer matches against the folder's files; relative to "." the two agree.
     cmd = [exe, "v2", "--model-id", ".", "--engine", engine, "--device", "cpu", "--port", str(port)]
     cmd += ["--served-model-name", "minilm", "--batch-size", "32", "--pooling-method", "mean", *extra]
-    return Process(f"infinity-{variant}", cmd, port, cwd=model, env={"PYTHONPATH": str(_one_thread_site())})
+    path = os.pathsep.join(filter(None, [str(_one_thread_site()), os.environ.get("PYTHONPATH")]))
+    proc = Process(f"infinity-{variant}", cmd, port, cwd=model, env={"PYTHONPATH": path})
+    escaped = {cpus for pid in (proc.proc.pid, *_children(proc.proc.pid)) for cpus in _thread_cpus(pid)}
+    if escaped - {str(SERVER_CORE)}:
+        proc.stop()
+        raise RuntimeError(f"{proc.name}: threads allowed on CPUs {sorted(escaped)}, not only {SERVER_CORE}")
+    return proc
+
+
+def _thread_cpus(pid: int) -> list[str]:
+    """Each thread's allowed CPU list (``Cpus_allowed_list``): what the server's threads may run on."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            status = (task / "status").read_text().splitlines()
+        except OSError:
+            continue
+        found += [line.split()[1] for line in status if line.startswith("Cpus_allowed_list")]
+    return found
 
 
 def library(batch: int, seconds: float) -> dict[str, Any]:
