@@ -257,7 +257,6 @@ def _rewrite(model: Any, sites: list[_Site], weights: dict[str, Any]) -> None:
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
 
 
-
 def replace_nodes(graph: Any, nodes: list[Any]) -> None:
     """Make ``nodes`` the graph's nodes and drop the initializers none of them reads any more."""
     used = {name for n in nodes for name in n.input}
@@ -266,6 +265,7 @@ def replace_nodes(graph: Any, nodes: list[Any]) -> None:
     graph.initializer.extend(kept)
     del graph.node[:]
     graph.node.extend(nodes)
+
 
 def _take_back_shifts(
     helper: Any, graph: Any, numpy_helper: Any, nodes: list[Any], corrections: dict[str, np.ndarray]
