@@ -183,15 +183,21 @@ def test_long_text_truncates_unless_asked_not_to(server: Server, encoder: runtim
 
 
 def test_timing_headers(server: Server) -> None:
+    sums = ("embed_queue_duration_seconds_sum", "embed_tokenization_duration_seconds_sum")
+    sums += ("embed_batch_duration_seconds_sum",)
+    before = {name: server.metric(name) for name in sums}
     response = server.post("/v1/embeddings", {"input": ["timed"]})
+    spent = {name: (server.metric(name) - before[name]) * 1000 for name in sums}  # this request's spans, ms
     names = ("x-queue-time", "x-tokenization-time", "x-inference-time")
     parts = {name: float(response.headers[name]) for name in names}
     total = float(response.headers["x-total-time"])
-    # The parts are consecutive spans inside the request (queue time is derived by subtracting tokenisation), so
-    # a part counted twice or subtracted twice breaks one of these; each header is rounded to 0.001 ms.
-    assert min(parts.values()) >= 0, parts
+    # The headers are the spans /metrics records for the request (the metric's queue span includes tokenisation,
+    # which the header subtracts), and consecutive spans inside it; each header is rounded to 0.001 ms.
+    assert abs(parts["x-inference-time"] - spent["embed_batch_duration_seconds_sum"]) <= 0.002, (parts, spent)
+    assert abs(parts["x-tokenization-time"] - spent["embed_tokenization_duration_seconds_sum"]) <= 0.002
+    queued = parts["x-queue-time"] + parts["x-tokenization-time"]
+    assert abs(queued - spent["embed_queue_duration_seconds_sum"]) <= 0.003, (parts, spent)
     assert sum(parts.values()) <= total + 0.003, (parts, total)
-    assert parts["x-inference-time"] > 0
 
 
 BAD_OPENAI = [
