@@ -39,6 +39,7 @@ from runtime.server.protocol import (
 log = logging.getLogger("uvicorn.error")
 JSON = "application/json"
 CLIENT_CLOSED = 499  # nginx's status for a client that went away; only ever seen in metrics
+# Embedding paths and the route name their metrics carry; a full server refuses these before routing.
 ADMITTED_ROUTES = {"/v1/embeddings": "/v1/embeddings", "/embeddings": "/v1/embeddings", "/embed": "/embed"}
 
 
@@ -77,7 +78,7 @@ class Service:
         if scope["type"] == "http" and self.inflight >= self.settings.max_inflight_inputs:
             route = ADMITTED_ROUTES.get(scope["path"])
             if route is not None and scope["method"] == "POST" and self._authorized(scope["headers"]):
-                await self._refuse(route, send)
+                await self._refuse(route, scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -88,28 +89,20 @@ class Service:
         given = next((v for k, v in headers if k == b"authorization"), None)
         return given is not None and hmac.compare_digest(given, self._key)
 
-    async def _refuse(self, route: str, send: Send) -> None:
+    async def _refuse(self, route: str, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         self.last_arrival = time.monotonic()
-        err = _overloaded(self.inflight)
-        body = err.body()
-        headers = [
-            (b"content-type", JSON.encode()),
-            (b"content-length", str(len(body)).encode()),
-            *((k.encode(), v.encode()) for k, v in err.headers.items()),
-        ]
+        response = _error_response(_overloaded(self.inflight))
         self.metrics.requests.labels(route, "429").inc()
         elapsed = time.perf_counter() - start
         self.metrics.request_seconds.labels(route).observe(elapsed)
-        headers.append((b"x-total-time", _ms(elapsed).encode()))
-        await send({"type": "http.response.start", "status": 429, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        response.headers["x-total-time"] = _ms(elapsed)
+        await response(scope, receive, send)
 
     def _build(self) -> Starlette:
+        embed = {"/v1/embeddings": self._openai, "/embed": self._tei}
         routes = [
-            Route("/v1/embeddings", self._route("/v1/embeddings", self._openai), methods=["POST"]),
-            Route("/embeddings", self._route("/v1/embeddings", self._openai), methods=["POST"]),
-            Route("/embed", self._route("/embed", self._tei), methods=["POST"]),
+            *(Route(path, self._route(name, embed[name]), methods=["POST"]) for path, name in ADMITTED_ROUTES.items()),
             Route("/health", self._health, methods=["GET"]),
             Route("/info", self._route("/info", self._info), methods=["GET"]),
             Route("/v1/models", self._route("/v1/models", self._models), methods=["GET"]),
