@@ -108,7 +108,15 @@ def test_quick_run_of_this_runtime_scores_the_right_pairs(tmp_path: Path) -> Non
     check_files(tmp_path, doc)
 
 
-SMOKE_SYSTEMS = ("pytorch-fp32", "st-onnx-int8", "fastembed-fp32", "openvino-int8", "runtime-fp32", "runtime-int8")
+SMOKE_SYSTEMS = (
+    "pytorch-fp32",
+    "st-onnx-int8",
+    "fastembed-fp32",
+    "openvino-int8",
+    "runtime-fp32",
+    "runtime-int8",
+    "ctranslate2-int8",
+)
 
 
 @pytest.mark.slow
