@@ -136,33 +136,36 @@ def mean_pool_normalize(hidden: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 @contextmanager
-def _ctranslate2_log() -> Iterator[list[str]]:
-    """The lines CTranslate2 logs at its first model load in a process: the CPU, the ISA its own kernels use, the
-    GEMM backends (int8 and fp32) and the compute type. They go to the process's stderr, so fd 2 is read back."""
+def _ctranslate2_log() -> Iterator[dict[str, str]]:
+    """What CTranslate2 logs at its first model load in a process: the CPU, the ISA of its own kernels, whether it
+    uses Intel MKL, and its GEMM backends (int8 and fp32). The log goes to the process's stderr, so fd 2 is read back.
+    """
     import ctranslate2
 
-    lines: list[str] = []
+    facts: dict[str, str] = {}
     previous = ctranslate2.get_log_level()
     with tempfile.TemporaryFile(mode="w+b") as capture:
         saved = os.dup(2)
         ctranslate2.set_log_level(logging.INFO)
         os.dup2(capture.fileno(), 2)
         try:
-            yield lines
+            yield facts
         finally:
             os.dup2(saved, 2)
             os.close(saved)
             ctranslate2.set_log_level(previous)
             capture.seek(0)
             text = capture.read().decode("utf-8", "replace")
-    lines.extend(_log_facts(text))
+    facts.update(log_facts(text))
 
 
-def _log_facts(text: str) -> list[str]:
-    """The informative part of each CTranslate2 log line (after its ``[info]`` prefix)."""
-    facts = []
+def log_facts(text: str) -> dict[str, str]:
+    """``{"CPU": "AuthenticAMD (SSE4.1=true, ...)", "Selected ISA": "AVX2", "GEMM_S8 backend": "DNNL (...)", ...}``
+    from CTranslate2's ``[info]`` log lines about the system (not those about the model)."""
+    facts = {}
     for line in text.splitlines():
         _, marker, fact = line.partition("[info] ")
-        if marker and not fact.startswith(("Loaded model", " - Binary version", " - Model specification")):
-            facts.append(fact.strip(" -"))
+        key, colon, value = fact.strip(" -").partition(": ")
+        if marker and colon and (key == "CPU" or key.endswith("backend") or key in ("Selected ISA", "Use Intel MKL")):
+            facts[key] = value
     return facts
