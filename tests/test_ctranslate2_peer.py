@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,8 @@ from benchmarks.config import QUICK, Paths
 from export.data import dev_sentences
 
 pytest.importorskip("ctranslate2", reason="the CTranslate2 peer needs the bench extra")
+
+REPO = Path(__file__).resolve().parents[1]
 
 # Mixed lengths in every batch (so padding must be masked out), and one passage past the 256-token window (so the
 # peer must truncate where sentence-transformers does).
@@ -88,3 +92,28 @@ def test_checkpoints_pooled_otherwise_are_refused(tiny_model_dir: Path, tmp_path
     (copy / "modules.json").write_text(json.dumps(modules[:2]))
     with pytest.raises(ValueError, match="Transformer -> Pooling -> Normalize"):
         transformer_folder(copy)
+
+
+def test_serving_loads_no_torch_and_records_the_gemm_backends(converted: Paths) -> None:
+    """In a fresh process (CTranslate2 logs its CPU facts once per process): the loaded peer imports neither torch
+    nor transformers, and its notes hold the backends CTranslate2 chose, read from its own log."""
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from benchmarks.config import Paths\n"
+        "from benchmarks.peers import ctranslate2_encoder\n"
+        "from benchmarks.systems import BY_NAME\n"
+        f"paths = Paths.from_dict({json.dumps(converted.as_dict())})\n"
+        "peer = ctranslate2_encoder.load(BY_NAME['ctranslate2-int8'], paths, 1)\n"
+        "peer.embed(['a man is playing a guitar.'], 1)\n"
+        "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]\n"
+        "print(json.dumps({'notes': peer.notes, 'heavy': heavy}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert found["heavy"] == []
+    facts = found["notes"]["ctranslate2_cpu"]
+    assert {"CPU", "Selected ISA", "Use Intel MKL", "SGEMM backend", "GEMM_S8 backend"} <= set(facts), facts
+    assert facts["GEMM_S8 backend"].split(" ")[0] in ("MKL", "DNNL"), facts
+    assert done.stderr.count("[info]") == 0, "the captured log does not leak to stderr"
