@@ -96,10 +96,12 @@ def measure(systems: list[str], cpu: str, count: int, paths: Paths, work: Path) 
         if failed:
             rows[name] = {"error": "; ".join(f"{k}: {v}" for k, v in failed.items())}
         else:
-            rows[name] = compare(np.load(outs["native"]), np.load(outs[cpu]))
             notes = {side: _flat_notes(path.with_suffix(".json")) for side, path in outs.items()}
             differ = sorted(k for k in {*notes["native"], *notes[cpu]} if notes["native"].get(k) != notes[cpu].get(k))
-            rows[name]["notes_that_differ"] = {k: {side: notes[side].get(k) for side in notes} for k in differ}
+            rows[name] = {
+                **compare(np.load(outs["native"]), np.load(outs[cpu])),
+                "notes_that_differ": {k: {side: notes[side].get(k) for side in notes} for k in differ},
+            }
         print(name, rows[name], f"{time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     return rows
 

@@ -60,7 +60,7 @@ def transformer_folder(checkpoint: Path) -> Path:
     )
     if modes not in (["mean"], ["pooling_mode_mean_tokens"]):
         raise ValueError(f"{checkpoint}: pooling {modes}, expected mean pooling only")
-    return checkpoint / modules[0]["path"]
+    return checkpoint / str(modules[0]["path"])
 
 
 def _convert(checkpoint: Path, out: Path) -> dict[str, object]:
@@ -132,7 +132,7 @@ def mean_pool_normalize(hidden: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     summed = np.einsum("btd,bt->bd", hidden, mask)
     mean = summed / lengths[:, None].astype(np.float32)
     norm = np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
-    return (mean / norm).astype(np.float32, copy=False)
+    return np.asarray(mean / norm, dtype=np.float32)
 
 
 @contextmanager
