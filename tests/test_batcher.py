@@ -130,13 +130,13 @@ def test_workers_pin_themselves_to_their_cpus(encoder: runtime.Encoder) -> None:
     first, second = sorted(os.sched_getaffinity(0))[:2]
     seen: dict[int, set[int]] = {}
     batcher = Batcher([encoder, encoder], Metrics(), cpus=[{first}, {second}])
-    original = batcher._step
+    original = batcher._run
 
-    def spy(enc: runtime.Encoder, jobs: list[Job]) -> None:
+    def spy(enc: runtime.Encoder, rows: list[tuple[Job, int]]) -> None:
         seen[threading.get_native_id()] = os.sched_getaffinity(0)
-        original(enc, jobs)
+        original(enc, rows)
 
-    batcher._step = spy  # type: ignore[method-assign]
+    batcher._run = spy  # type: ignore[method-assign]
     batcher.start()
     try:
         for _ in range(20):
