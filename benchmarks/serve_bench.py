@@ -3,8 +3,11 @@
     flock /work/locks/bench.lock python -m benchmarks.serve_bench [--quick] [--infinity-python P --infinity-model D]
 
 Every server runs pinned to core 0 with one intra-op thread; this process, the load generator, pins itself to core 1.
-The baseline is the library (``runtime.load(threads=1).encode``) on core 0, measured in this same run before and
-after the server runs. Writes ``benchmarks/results/server-<machine>.{json,md,png}``.
+The baselines are the library (``runtime.load(threads=1).encode``) on core 0, measured in this same run before and
+after the server runs: calls of 32 and of 1 consecutive texts, and one call over 2,000 dev texts (batch 32, padded
+little because ``encode`` sorts a call's texts by length). Each closed-loop load runs twice: ``loadgen`` and a plain
+aiohttp client (``benchmarks.clients``). A last section runs the server on both cores with 1 and 2 workers.
+Writes ``benchmarks/results/server-<machine>.{json,md,png}``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from benchmarks import loadgen
+from benchmarks import clients, loadgen
 from benchmarks.machine import describe, library_versions
 from export.data import dev_sentences
 
@@ -58,6 +61,7 @@ class Process:
         cwd: Path = REPO,
         log_dir: Path = Path("/tmp"),
         env: dict[str, str] | None = None,
+        cores: str = str(SERVER_CORE),
     ):
         self.name = name
         self.port = port
@@ -72,9 +76,7 @@ class Process:
             **(env or {}),
         }
         with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                ["taskset", "-c", str(SERVER_CORE), *cmd], cwd=cwd, stdout=out, stderr=out, env=env
-            )
+            self.proc = subprocess.Popen(["taskset", "-c", cores, *cmd], cwd=cwd, stdout=out, stderr=out, env=env)
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -120,10 +122,10 @@ def _children(pid: int) -> list[int]:
     return [int(k) for k in kids] + [g for k in kids for g in _children(int(k))]
 
 
-def our_server(*extra: str) -> Process:
+def our_server(*extra: str, cores: str = str(SERVER_CORE)) -> Process:
     port = _free_port()
     cmd = [sys.executable, "-m", "runtime", "--provider", "cpu", "serve", "--port", str(port), "--threads", "1", *extra]
-    return Process("runtime-serve", cmd, port)
+    return Process("runtime-serve", cmd, port, cores=cores)
 
 
 INFINITY_VARIANTS = {  # name: (engine, extra flags); mean pooling as the model was trained (optimum's auto is CLS)
@@ -192,12 +194,11 @@ def _thread_cpus(pid: int) -> list[str]:
     return found
 
 
-def library(batch: int, seconds: float) -> dict[str, Any]:
-    """The in-process library on SERVER_CORE, one thread, encode() calls of ``batch`` texts (a subprocess)."""
-    code = (
-        "import sys, json; from benchmarks.serve_bench import _library_loop; "
-        f"print(json.dumps(_library_loop({batch}, {seconds})))"
-    )
+def library(batch: int, seconds: float, corpus: bool = False) -> dict[str, Any]:
+    """The in-process library on SERVER_CORE, one thread (a subprocess): encode() calls of ``batch`` consecutive
+    texts, or with ``corpus`` calls over 2,000 dev texts at batch_size ``batch``."""
+    loop = "_library_corpus" if corpus else "_library_loop"
+    code = f"import sys, json; from benchmarks.serve_bench import {loop}; print(json.dumps({loop}({batch}, {seconds})))"
     done = subprocess.run(
         ["taskset", "-c", str(SERVER_CORE), sys.executable, "-c", code],
         cwd=REPO,
@@ -248,6 +249,45 @@ def _library_loop(batch: int, seconds: float) -> dict[str, Any]:
         "call_p50_ms": round(float(np.percentile(ms, 50)), 3),
         "call_p99_ms": round(float(np.percentile(ms, 99)), 3),
     }
+
+
+CORPUS_TEXTS = 2000
+
+
+def _library_corpus(batch: int, seconds: float) -> dict[str, Any]:
+    """``encode`` of 2,000 dev texts in one call, repeated for ``seconds``: the library's in-process throughput."""
+    import runtime
+
+    texts = dev_sentences()[:CORPUS_TEXTS]
+    encoder = runtime.load(provider="cpu", threads=1)
+    encoder.encode(texts[:64])
+    calls: list[float] = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds or not calls:
+        t = time.perf_counter()
+        encoder.encode(texts, batch_size=batch)
+        calls.append(time.perf_counter() - t)
+    return {
+        "batch": batch,
+        "texts": CORPUS_TEXTS,
+        "texts_per_s": round(len(calls) * CORPUS_TEXTS / sum(calls), 1),
+        "calls": len(calls),
+    }
+
+
+def plain_client(proc: Process, concurrency: int, batch: int, seconds: float) -> dict[str, Any]:
+    """The independent aiohttp client's closed loop (``benchmarks.clients``) against a server."""
+    before = loadavg()
+    report = clients.run(
+        "aiohttp",
+        proc.base,
+        dev_sentences(),
+        concurrency=concurrency,
+        batch=batch,
+        duration_s=seconds,
+        warmup_s=min(3.0, seconds / 3),
+    )
+    return {**report, "loadavg_before": before, "loadavg_after": loadavg()}
 
 
 def _load(proc: Process, batch: int, path: str = "/v1/embeddings", model: str | None = None) -> loadgen.Load:
@@ -357,7 +397,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--infinity-variants", default="optimum-int8,optimum-fp32", help=f"of {list(INFINITY_VARIANTS)}"
     )
-    parser.add_argument("--skip", default="", help="comma-separated: soak,overload,sigterm,infinity")
+    parser.add_argument("--skip", default="", help="comma-separated: soak,overload,sigterm,infinity,workers")
     parser.add_argument("--quick", action="store_true", help="3 s runs, 20 s soak: a smoke run of the whole script")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -384,7 +424,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     print(f"machine {machine['name']}, load {loadavg()}", file=sys.stderr)
     lib: dict[str, Any] = {"before": {b: library(b, args.seconds) for b in (32, 1)}}
-    print(f"library before: {lib['before']}", file=sys.stderr)
+    lib["corpus"] = {"before": library(32, args.seconds, corpus=True)}
+    print(f"library before: {lib['before']} {lib['corpus']}", file=sys.stderr)
 
     srv = our_server()
     try:
@@ -392,13 +433,20 @@ def main(argv: list[str] | None = None) -> None:
             "closed_c16_b32": closed(srv, 16, 32, args.seconds),
             "closed_c64_b1": closed(srv, 64, 1, args.seconds),
         }
+        doc["plain_client"] = {
+            "closed_c16_b32": plain_client(srv, 16, 32, args.seconds),
+            "closed_c64_b1": plain_client(srv, 64, 1, args.seconds),
+        }
     finally:
         srv.stop()
     for k, v in runs.items():
         print(k, v["by_status"], v["inputs_per_s"], v["p50_ms"], v["p99_ms"], file=sys.stderr)
+    for k, v in doc["plain_client"].items():
+        print("aiohttp", k, v["requests"], v["inputs_per_s"], v["p50_ms"], v["p99_ms"], v["errors"], file=sys.stderr)
     lib["after"] = {b: library(b, args.seconds) for b in (32, 1)}
+    lib["corpus"]["after"] = library(32, args.seconds, corpus=True)
     lib["best"] = best_library(lib)
-    print(f"library after: {lib['after']}", file=sys.stderr)
+    print(f"library after: {lib['after']} {lib['corpus']['after']}", file=sys.stderr)
     doc["library"] = lib
     stem = args.out or RESULTS / f"server-{machine['name']}"
     partial = stem.with_suffix(".partial.json")  # progress of this run; earlier complete results stay untouched
@@ -466,6 +514,10 @@ def main(argv: list[str] | None = None) -> None:
             print("infinity", variant, summary, file=sys.stderr)
             partial.write_text(json.dumps(doc, indent=2))
 
+    if "workers" not in skip:
+        doc["workers"] = workers_scaling(args.seconds)
+        partial.write_text(json.dumps(doc, indent=2))
+
     if "soak" not in skip:
         srv = our_server()
         try:
@@ -479,9 +531,30 @@ def main(argv: list[str] | None = None) -> None:
     partial.unlink()
 
 
-def best_library(lib: dict[Any, Any]) -> dict[int, float]:
-    """The faster of the before/after library runs per batch size: the conservative baseline on a noisy machine."""
-    return {b: max(lib["before"][b]["texts_per_s"], lib["after"][b]["texts_per_s"]) for b in (32, 1)}
+def workers_scaling(seconds: float, counts: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
+    """The server allowed on both cores with 1 and 2 single-threaded workers, under both closed loops from this
+    process (on CLIENT_CORE, which a second worker shares); RSS after each."""
+    out: dict[str, Any] = {"cores": f"{SERVER_CORE},{CLIENT_CORE}"}
+    for n in counts:
+        srv = our_server("--workers", str(n), cores=out["cores"])
+        try:
+            out[str(n)] = {
+                "closed_c64_b1": closed(srv, 64, 1, seconds),
+                "closed_c16_b32": closed(srv, 16, 32, seconds),
+                "rss_mib": round(srv.rss_mib(), 1),
+            }
+        finally:
+            srv.stop()
+        summary = {k: v["inputs_per_s"] for k, v in out[str(n)].items() if isinstance(v, dict)}
+        print(f"workers {n}: {summary}, RSS {out[str(n)]['rss_mib']} MiB", file=sys.stderr)
+    return out
+
+
+def best_library(lib: dict[Any, Any]) -> dict[Any, float]:
+    """The faster of the before/after library runs per baseline: the conservative baseline on a noisy machine."""
+    best: dict[Any, float] = {b: max(lib["before"][b]["texts_per_s"], lib["after"][b]["texts_per_s"]) for b in (32, 1)}
+    best["corpus"] = max(lib["corpus"]["before"]["texts_per_s"], lib["corpus"]["after"]["texts_per_s"])
+    return best
 
 
 def checks(doc: dict[str, Any]) -> dict[str, Any]:
@@ -491,7 +564,17 @@ def checks(doc: dict[str, Any]) -> dict[str, Any]:
         "c16_b32_vs_library_b32": _ratio(s["closed_c16_b32"]["inputs_per_s"], lib[32], 0.90),
         "c64_b1_vs_library_b32": _ratio(s["closed_c64_b1"]["inputs_per_s"], lib[32], 0.80),
         "c64_b1_vs_library_b1": _ratio(s["closed_c64_b1"]["inputs_per_s"], lib[1], 0.80),
+        "c64_b1_vs_library_corpus": _ratio(s["closed_c64_b1"]["inputs_per_s"], lib["corpus"], 0.90),
     }
+    if "plain_client" in doc:
+        plain = doc["plain_client"]["closed_c64_b1"]
+        out["aiohttp_c64_b1_vs_library_corpus"] = _ratio(plain["inputs_per_s"], lib["corpus"], 0.90)
+    if "workers" in doc:
+        w = doc["workers"]
+        for key in ("closed_c64_b1", "closed_c16_b32"):
+            one, two = w["1"][key]["inputs_per_s"], w["2"][key]["inputs_per_s"]
+            out[f"workers_2_vs_1_{key}"] = _ratio(two, 2 * one, 0.85)
+        out["rss_per_added_worker_mib"] = round(w["2"]["rss_mib"] - w["1"]["rss_mib"], 1)
     if "open_50pct" in s:
         half, eighty, over = s["open_50pct"], s["open_80pct"], s["open_200pct"]
         out["latency_50pct"] = {
@@ -573,6 +656,11 @@ def markdown(doc: dict[str, Any]) -> str:
             f"{lib['after'][b]['texts_per_s']} | {lib['best'][b] / lib['best'][32]:.2f} | "
             f"{lib['before'][b]['call_p50_ms']} | - | {lib['before'][b]['call_p99_ms']} | - |"
         )
+    lines.append(
+        f"| library, encode() of {CORPUS_TEXTS} texts, batch 32 | in-process, before / after | "
+        f"{lib['corpus']['before']['texts_per_s']} / {lib['corpus']['after']['texts_per_s']} | "
+        f"{lib['best']['corpus'] / lib['best'][32]:.2f} | - | - | - | - |"
+    )
     rows = [("runtime serve", k, v) for k, v in s.items() if "inputs_per_s" in v]
     rows += [
         (f"infinity-emb ({e})", k, v)
@@ -586,6 +674,28 @@ def markdown(doc: dict[str, Any]) -> str:
             f"{r['inputs_per_s'] / lib['best'][32]:.2f} | "
             f"{r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | {r['by_status']} |"
         )
+    for name, r in doc.get("plain_client", {}).items():
+        lines.append(
+            f"| runtime serve, plain aiohttp client | {name.replace('closed_', 'closed loop ')} | "
+            f"{r['inputs_per_s']:.0f} | {r['inputs_per_s'] / lib['best'][32]:.2f} | {r['p50_ms']} | - | "
+            f"{r['p99_ms']} | errors {r['errors']} |"
+        )
+    if "workers" in doc:
+        w = doc["workers"]
+        lines += [
+            "",
+            f"## Workers (server allowed on cores {w['cores']}, one thread each; the load generator shares core "
+            f"{CLIENT_CORE})",
+            "",
+            "| workers | 64 x 1 texts/s | 16 x 32 texts/s | RSS MiB |",
+            "|---|---|---|---|",
+        ]
+        for n in (k for k in w if k.isdigit()):
+            r = w[n]
+            lines.append(
+                f"| {n} | {r['closed_c64_b1']['inputs_per_s']:.0f} | {r['closed_c16_b32']['inputs_per_s']:.0f} | "
+                f"{r['rss_mib']} |"
+            )
     lines += ["", "## Checks against the issue's bars", "", "```json", json.dumps(doc["checks"], indent=2), "```"]
     if "sigterm_under_load" in s:
         lines += ["", "## SIGTERM under load", "", "```json", json.dumps(s["sigterm_under_load"], indent=2), "```"]

@@ -130,13 +130,13 @@ def test_workers_pin_themselves_to_their_cpus(encoder: runtime.Encoder) -> None:
     first, second = sorted(os.sched_getaffinity(0))[:2]
     seen: dict[int, set[int]] = {}
     batcher = Batcher([encoder, encoder], Metrics(), cpus=[{first}, {second}])
-    original = batcher._step
+    original = batcher._run
 
-    def spy(enc: runtime.Encoder, jobs: list[Job]) -> None:
+    def spy(enc: runtime.Encoder, rows: list[tuple[Job, int]]) -> None:
         seen[threading.get_native_id()] = os.sched_getaffinity(0)
-        original(enc, jobs)
+        original(enc, rows)
 
-    batcher._step = spy  # type: ignore[method-assign]
+    batcher._run = spy  # type: ignore[method-assign]
     batcher.start()
     try:
         for _ in range(20):
@@ -177,3 +177,17 @@ def test_worker_layout_keeps_smt_siblings_together(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(server_main, "usable_cores", lambda: 2)
     monkeypatch.setattr(server_main, "core_groups", lambda: [[0, 2], [1, 3]])
     assert server_main.worker_layout(None, None) == (2, 1, [{0, 2}, {1, 3}])
+
+
+def test_next_run_is_the_planned_run_holding_the_oldest_row(encoder: runtime.Encoder) -> None:
+    # A pool in arrival order: a short row first, then long ones and more short ones. The plan runs the long rows
+    # apart from the short ones; the run that goes next must be the one with the oldest row, or a stream of long
+    # requests would keep the first short one waiting.
+    batcher = Batcher(encoder, Metrics())
+    lengths = [5, 60, 60, 60, 5, 5]
+    loop = asyncio.new_event_loop()
+    job = Job(loop, loop.create_future(), len(lengths), ids=[[101] * n for n in lengths])
+    loop.close()
+    pool = [(job, i) for i in range(len(lengths))]
+    assert sorted(batcher._next_run(pool)) == [0, 4, 5]
+    assert sorted(batcher._next_run(pool[1:])) == [0, 1, 2]  # once it ran, the long rows are the oldest

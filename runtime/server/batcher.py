@@ -1,10 +1,11 @@
 """Dynamic batching: inference workers, each a thread owning its own session, share one queue of requests.
 
-Requests queue as whole jobs. Each step a worker takes waiting jobs in arrival order up to a token window (its
-share of what waits, when other workers are idle), tokenises them, and plans the step's session runs with
-``plan_runs``: rows longest first, cut into runs of at most ``batch_size`` rows and the device's tokens per run so
-that the padded tokens plus a per-run overhead are fewest. Before each run it drops the rows of jobs whose client
-has gone; a job's future resolves as soon as its last row is embedded.
+Requests queue as whole jobs. Before each session run a worker moves waiting jobs, in arrival order, into its pool
+of tokenised rows while the pool holds under a token window (only its share of the queue while other workers are
+idle), plans the pool with ``plan_runs`` (rows longest first, cut into runs of at most ``batch_size`` rows and the
+device's tokens per run so that the padded tokens plus a per-run overhead are fewest) and runs the planned run that
+holds its oldest row. Rows of jobs whose client has gone are dropped before they run; a job's future resolves as
+soon as its last row is embedded.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from runtime.server.metrics import Metrics
 
 log = logging.getLogger("uvicorn.error")
 
-WINDOW_RUNS = 4  # a step takes jobs up to this many full runs of tokens (at least one job)
+WINDOW_RUNS = 4  # a worker's pool takes jobs up to this many full runs of tokens (at least one job)
 # Inference threads run at a lower CPU priority than the event loop, so on a busy core health checks, 429s and
 # responses are not queued behind session runs; they still get every cycle the event loop leaves.
 INFERENCE_NICE = 10
@@ -55,6 +56,7 @@ class Job:
     ids: list[list[int]] | None = None
     truncate: bool = True
     cancelled: bool = False
+    failed: bool = False  # set by the worker once it failed the future
     out: np.ndarray | None = None
     tokens: int = 0
     estimate: int = 0  # tokens, estimated at submission
@@ -143,31 +145,54 @@ class Batcher:
         if cpus:
             _pin(cpus)
         _lower_priority(INFERENCE_NICE)
+        pending: list[tuple[Job, int]] = []  # this worker's tokenised rows, oldest first: (job, row)
+        pending_tokens = 0
         while True:
             with self._cond:
-                while not self._waiting and not self._closing:
+                while not self._waiting and not pending and not self._closing:
                     self._idle += 1
                     self._cond.wait()
                     self._idle -= 1
-                if not self._waiting:
+                if not self._waiting and not pending:
                     return
-                jobs = self._take()
+                room = self._window_tokens - pending_tokens
+                jobs = self._take(room) if self._waiting and (room > 0 or not pending) else []
                 if self._waiting and self._idle:
                     self._cond.notify()  # work left over: wake another worker
             start = time.perf_counter()
             try:
-                self._step(encoder, jobs)
-            except Exception as err:  # a session failure fails this step's requests, never the thread
-                log.exception("inference step failed")
                 for job in jobs:
+                    if job.cancelled:
+                        self._metrics.dropped.inc(job.count)
+                    elif self._prepare(encoder, job):
+                        pending.extend((job, i) for i in range(job.count))
+                        pending_tokens += job.tokens
+                live = [row for row in pending if not row[0].cancelled and not row[0].failed]
+                if len(live) < len(pending):
+                    self._metrics.dropped.inc(sum(not row[0].failed for row in pending) - len(live))
+                    pending = live
+                if pending:
+                    run = self._next_run(pending)
+                    chosen = set(run)
+                    batch = [pending[r] for r in run]
+                    pending = [row for r, row in enumerate(pending) if r not in chosen]
+                    pending_tokens -= sum(len(_ids(job)[i]) for job, i in batch)
+                    self._run(encoder, batch)
+            except Exception as err:  # a session failure fails the requests it touched, never the thread
+                log.exception("inference run failed")
+                failed = {job for job in jobs} | {job for job, _ in pending}
+                for job in failed:
+                    job.failed = True
                     _resolve(job, err)
+                pending, pending_tokens = [], 0
             busy.inc(time.perf_counter() - start)
 
-    def _take(self) -> list[Job]:
-        """Waiting jobs in arrival order, up to the token window (estimated from text length before tokenising);
-        while other workers are idle, up to this worker's share of what waits, so they get work too."""
+    def _take(self, room: int) -> list[Job]:
+        """Waiting jobs in arrival order, up to ``room`` tokens (estimated from text length before tokenising; at
+        least one job); while other workers are idle, up to this worker's share of what waits, so they get work
+        too."""
         jobs: list[Job] = []
-        budget = self._window_tokens
+        budget = room
         if self._idle:
             budget = min(budget, -(-self._queued_tokens // (self._idle + 1)))
         while self._waiting and (not jobs or budget > 0):
@@ -178,24 +203,14 @@ class Batcher:
             budget -= job.estimate
         return jobs
 
-    def _step(self, encoder: Encoder, jobs: list[Job]) -> None:
-        rows: list[list[int]] = []
-        owners: list[tuple[Job, int]] = []
-        for job in jobs:
-            if job.cancelled:
-                self._metrics.dropped.inc(job.count)
-                continue
-            if not self._prepare(encoder, job):
-                continue
-            assert job.ids is not None
-            rows.extend(job.ids)
-            owners.extend((job, i) for i in range(job.count))
-        for planned in plan_runs([len(r) for r in rows], self._batch_size, self._run_tokens):
-            live = [r for r in planned if not owners[r][0].cancelled]
-            if len(live) < len(planned):
-                self._metrics.dropped.inc(len(planned) - len(live))
-            if live:
-                self._run(encoder, live, rows, owners)
+    def _next_run(self, pending: list[tuple[Job, int]]) -> list[int]:
+        """The run of ``plan_runs`` over all pending rows that holds the oldest one: no row waits behind rows that
+        came after it for ever, and each run is cut as if the whole pool were planned."""
+        lengths = [len(_ids(job)[i]) for job, i in pending]
+        for run in plan_runs(lengths, self._batch_size, self._run_tokens):
+            if 0 in run:
+                return run
+        raise AssertionError("plan_runs left out a row")
 
     def _prepare(self, encoder: Encoder, job: Job) -> bool:
         """Tokenise a text job and allocate its output; False (future failed) if it may not be truncated."""
@@ -213,11 +228,10 @@ class Batcher:
         job.remaining = job.count
         return True
 
-    def _run(self, encoder: Encoder, live: list[int], rows: list[list[int]], owners: list[tuple[Job, int]]) -> None:
-        batch = [rows[r] for r in live]
+    def _run(self, encoder: Encoder, rows: list[tuple[Job, int]]) -> None:
+        batch = [_ids(job)[i] for job, i in rows]
         start = time.perf_counter()
-        for r in live:
-            job = owners[r][0]
+        for job, _ in rows:
             if job.first_run is None:
                 job.first_run = start
                 self._metrics.queue_seconds.observe(start - job.enqueued)
@@ -228,8 +242,7 @@ class Batcher:
         self._metrics.batch_tokens.observe(len(batch) * max(map(len, batch)))
         self._metrics.inputs.inc(len(batch))
         self._metrics.tokens.inc(sum(map(len, batch)))
-        for r, vector in zip(live, emb, strict=True):
-            job, i = owners[r]
+        for (job, i), vector in zip(rows, emb, strict=True):
             assert job.out is not None
             job.out[i] = vector
             job.remaining -= 1
@@ -278,6 +291,11 @@ def _pin(cpus: set[int]) -> None:
         os.sched_setaffinity(0, cpus)
     except (AttributeError, OSError) as err:
         log.warning("could not pin an inference thread to CPUs %s: %s", sorted(cpus), err)
+
+
+def _ids(job: Job) -> list[list[int]]:
+    assert job.ids is not None
+    return job.ids
 
 
 def _lower_priority(nice: int) -> None:
