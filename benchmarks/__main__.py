@@ -33,6 +33,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default: 2, or 1 with --quick)")
     parser.add_argument("--threads", type=int, help="thread budget of every system (default 2)")
     parser.add_argument(
+        "--batch-sizes",
+        type=lambda s: tuple(int(t) for t in s.split(",")),
+        help="dev batch sizes to time (default 1,32,128; must include 1 and 32) - for a shorter A/B, not the results",
+    )
+    parser.add_argument("--long-passages", type=int, help="long passages to time (default 128, or 4 with --quick)")
+    parser.add_argument(
         "--out",
         type=Path,
         help=f"folder for <machine>.json/.md/.png (default {DEFAULT_OUT}, or {QUICK_OUT} with --quick)",
@@ -49,8 +55,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def settings_of(args: argparse.Namespace) -> Settings:
     base = QUICK if args.quick else FULL
-    changes = {k: v for k, v in (("rounds", args.rounds), ("threads", args.threads)) if v is not None}
-    return dataclasses.replace(base, **changes)
+    given = (
+        ("rounds", args.rounds),
+        ("threads", args.threads),
+        ("batch_sizes", args.batch_sizes),
+        ("long_passages", args.long_passages),
+    )
+    return dataclasses.replace(base, **{k: v for k, v in given if v is not None})
 
 
 def write(doc: dict[str, Any], out: Path, with_json: bool = True) -> list[Path]:
@@ -88,11 +99,11 @@ def main(argv: list[str] | None = None) -> None:
     from runtime.artifact import default_artifact_dir
 
     try:
-        systems = select(args.systems)
+        systems, settings = select(args.systems), settings_of(args)
     except ValueError as err:
         raise SystemExit(str(err)) from None
     paths = Paths(args.checkpoint.resolve(), (args.artifact or default_artifact_dir()).resolve(), args.cache.resolve())
-    doc = summary.document(runner.run(systems, settings_of(args), paths))
+    doc = summary.document(runner.run(systems, settings, paths))
     files = write(doc, args.out)
     print(markdown(doc))
     print("wrote " + ", ".join(str(f) for f in files))

@@ -30,7 +30,9 @@ from runtime.cpu import isa_class
 
 # fastembed has no int8 graph of its own for this model (see benchmarks/peers/fastembed_onnx.py); the dynamic int8
 # graph it used to be measured on is sentence-transformers', st-onnx-int8 below. runtime-fp32 is the float control.
-SYSTEMS = ("runtime-int8", "st-onnx-int8", "openvino-int8", "runtime-fp32")
+# CTranslate2 picks its GEMM library from the CPU's vendor string (Intel MKL on GenuineIntel, oneDNN elsewhere), and
+# qemu's Haswell reports GenuineIntel: its emulated row is the MKL AVX2 path (the notes record both sides' backends).
+SYSTEMS = ("runtime-int8", "st-onnx-int8", "openvino-int8", "ctranslate2-int8", "runtime-fp32")
 LONG_TEXT = " ".join(["a man is playing a guitar on a stage in front of a large crowd"] * 20)
 TIMEOUT_S = 3600
 
@@ -41,10 +43,12 @@ def texts(count: int) -> list[str]:
 
 
 def embed_main(system_name: str, count: int, out: Path, paths: Paths) -> None:
-    """Embed the texts with one system, one text per call (no batch-mate effects), and save them as .npy."""
+    """Embed the texts with one system, one text per call (no batch-mate effects), and save them as .npy, the
+    adapter's notes (what it found on this CPU) beside them as .json."""
     system = BY_NAME[system_name]
     peer = adapter(system.adapter).load(system, paths, 1)
     np.save(out, np.stack([peer.embed([t], 1)[0] for t in texts(count)]).astype(np.float32))
+    out.with_suffix(".json").write_text(json.dumps(peer.notes, default=str), encoding="utf-8")
 
 
 def _run(command: list[str]) -> str | None:
@@ -92,9 +96,25 @@ def measure(systems: list[str], cpu: str, count: int, paths: Paths, work: Path) 
         if failed:
             rows[name] = {"error": "; ".join(f"{k}: {v}" for k, v in failed.items())}
         else:
-            rows[name] = compare(np.load(outs["native"]), np.load(outs[cpu]))
+            notes = {side: _flat_notes(path.with_suffix(".json")) for side, path in outs.items()}
+            differ = sorted(k for k in {*notes["native"], *notes[cpu]} if notes["native"].get(k) != notes[cpu].get(k))
+            rows[name] = {
+                **compare(np.load(outs["native"]), np.load(outs[cpu])),
+                "notes_that_differ": {k: {side: notes[side].get(k) for side in notes} for k in differ},
+            }
         print(name, rows[name], f"{time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     return rows
+
+
+def _flat_notes(path: Path) -> dict[str, object]:
+    """An adapter's notes with nested dicts spread out as ``outer.inner`` keys."""
+    flat: dict[str, object] = {}
+    for key, value in json.loads(path.read_text(encoding="utf-8")).items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{inner}": v for inner, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
 
 
 def markdown(result: dict[str, object]) -> str:
@@ -116,6 +136,13 @@ def markdown(result: dict[str, object]) -> str:
             lines.append(
                 f"| {name} | {row['min_cosine']:.7f} | {row['mean_cosine']:.7f} | {row['max_abs_diff']:.2e} | {ident} |"
             )
+    differ = [
+        f"- {name} `{key}`: " + "; ".join(f"{side}: {value}" for side, value in sides.items())
+        for name, row in result["systems"].items()  # type: ignore[attr-defined]
+        for key, sides in row.get("notes_that_differ", {}).items()
+    ]
+    if differ:
+        lines += ["", "What the systems found on each CPU, where it differs:", "", *differ]
     return "\n".join(lines) + "\n"
 
 

@@ -23,6 +23,7 @@ LIBRARIES = (
     "openvino",
     "nncf",
     "fastembed",
+    "ctranslate2",
     "minilm-stsb-onnx",
     "pyarrow",  # corpus jobs
     "ray",

@@ -32,6 +32,8 @@ ST_DIST = "sentence-transformers"
 ORT_MODULES, ORT_DISTS = (*ST, "optimum.onnxruntime"), (ST_DIST, "optimum-onnx[onnxruntime]")
 FE_MODULES = ("fastembed", *ORT_MODULES)  # fastembed runs the fp32 graph that sentence-transformers + optimum export
 OV_MODULES, OV_DISTS = (*ST, "optimum.intel", "openvino", "nncf"), (ST_DIST, "optimum-intel[openvino]")
+# CTranslate2 serves with ctranslate2 + tokenizers only; its conversion (prepare) needs transformers and torch.
+CT2_MODULES, CT2_DISTS = ("ctranslate2", "tokenizers", *ST, "transformers"), ("ctranslate2", "tokenizers")
 
 
 def _runtime(precision: str, device: str = "cpu", distributions: tuple[str, ...] = ("minilm-stsb-onnx",)) -> System:
@@ -51,6 +53,10 @@ SYSTEMS: tuple[System, ...] = (
     _runtime("int8"),
     System("pytorch-cuda-fp32", "PyTorch sentence-transformers", "pytorch_st", "fp32", ST, (ST_DIST,), device="cuda"),
     _runtime("fp16", "cuda", ("minilm-stsb-onnx", "onnxruntime-gpu")),
+    System("ctranslate2-fp32", "CTranslate2 Encoder", "ctranslate2_encoder", "fp32", CT2_MODULES, CT2_DISTS),
+    System(
+        "ctranslate2-int8", "CTranslate2 Encoder, dynamic int8", "ctranslate2_encoder", "int8", CT2_MODULES, CT2_DISTS
+    ),
 )
 BY_NAME = {s.name: s for s in SYSTEMS}
 

@@ -82,23 +82,95 @@ def restricted_cores() -> int | None:
     getaffinity = getattr(os, "sched_getaffinity", None)
     if getaffinity is None:
         return None
-    allowed = sorted(getaffinity(0))
+    allowed = getaffinity(0)
     online = _online_cpus()
     if not allowed or online is None or set(online) <= set(allowed):
         return None
-    cores = set()
-    for cpu in allowed:
+    return len(core_groups(allowed))
+
+
+def core_groups(cpus: set[int] | None = None) -> list[list[int]]:
+    """The given CPUs (default: this process's affinity) grouped by physical core, SMT siblings together, in CPU
+    order; each CPU alone where the kernel does not list its core's CPUs."""
+    if cpus is None:
+        getaffinity = getattr(os, "sched_getaffinity", None)
+        cpus = set(getaffinity(0)) if getaffinity is not None else set(range(os.cpu_count() or 1))
+    groups: dict[str, list[int]] = {}
+    for cpu in sorted(cpus):
         # The CPUs sharing this one's core, as the kernel lists them (core_id alone can repeat across dies).
         topology = SYS_CPU / f"cpu{cpu}" / "topology"
+        key = f"cpu{cpu}"
         for name in ("core_cpus_list", "thread_siblings_list"):
             try:
-                cores.add((topology / name).read_text().strip())
+                key = (topology / name).read_text().strip()
                 break
             except OSError:
                 continue
-        else:
-            return len(allowed)  # no topology: count logical CPUs
-    return len(cores)
+        groups.setdefault(key, []).append(cpu)
+    return list(groups.values())
+
+
+CGROUP = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
+
+
+def cgroup_cpu_limit() -> float | None:
+    """CPUs' worth of time this process's cgroup CPU quota allows per period (cgroup v2 ``cpu.max``, v1
+    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``), the smallest along its cgroup's ancestors; None when unlimited or
+    unknown."""
+    try:
+        lines = PROC_CGROUP.read_text().splitlines()
+    except OSError:
+        return None
+    limits: list[float] = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2) if line.count(":") >= 2 else ("", "", "")
+        if controllers == "" and path:  # cgroup v2
+            for folder in _ancestors(CGROUP, path):
+                limits += _v2_limit(folder / "cpu.max")
+        elif "cpu" in controllers.split(","):  # cgroup v1: the cpu controller's own hierarchy
+            for mount in (CGROUP / controllers, CGROUP / "cpu,cpuacct", CGROUP / "cpu"):
+                if mount.is_dir():
+                    for folder in _ancestors(mount, path):
+                        limits += _v1_limit(folder)
+                    break
+    return min(limits) if limits else None
+
+
+def _ancestors(mount: Path, path: str) -> list[Path]:
+    """``mount/path`` and its parents up to ``mount``; inside a cgroup namespace the path may not exist below the
+    mount, whose own files then describe this process's cgroup."""
+    parts = [p for p in path.split("/") if p and p != ".."]
+    return [mount.joinpath(*parts[:depth]) for depth in range(len(parts), -1, -1)]
+
+
+def _v2_limit(file: Path) -> list[float]:
+    try:
+        quota, _, period = file.read_text().strip().partition(" ")
+        if quota == "max":
+            return []
+        return [int(quota) / int(period or "100000")]
+    except (OSError, ValueError, ZeroDivisionError):
+        return []
+
+
+def _v1_limit(folder: Path) -> list[float]:
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text())
+        period = int((folder / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return []
+    return [quota / period] if quota > 0 and period > 0 else []
+
+
+def usable_cores() -> int:
+    """Physical cores this process can keep busy: those of its CPU affinity, capped by its cgroup CPU quota (whole
+    CPUs' worth, rounded down, at least one)."""
+    cores = len(core_groups())
+    limit = cgroup_cpu_limit()
+    if limit is not None:
+        cores = min(cores, max(1, int(limit)))
+    return max(1, cores)
 
 
 def _online_cpus() -> list[int] | None:

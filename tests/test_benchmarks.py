@@ -108,7 +108,15 @@ def test_quick_run_of_this_runtime_scores_the_right_pairs(tmp_path: Path) -> Non
     check_files(tmp_path, doc)
 
 
-SMOKE_SYSTEMS = ("pytorch-fp32", "st-onnx-int8", "fastembed-fp32", "openvino-int8", "runtime-fp32", "runtime-int8")
+SMOKE_SYSTEMS = (
+    "pytorch-fp32",
+    "st-onnx-int8",
+    "fastembed-fp32",
+    "openvino-int8",
+    "runtime-fp32",
+    "runtime-int8",
+    "ctranslate2-int8",
+)
 
 
 @pytest.mark.slow
@@ -208,6 +216,18 @@ def test_quick_run_never_writes_into_the_committed_results() -> None:
 
     assert parse(["--quick"]).out != DEFAULT_OUT
     assert parse([]).out == DEFAULT_OUT
+
+
+def test_shorter_runs_change_only_the_sizes_asked_for(tmp_path: Path) -> None:
+    from benchmarks.__main__ import main, parse, settings_of
+    from benchmarks.config import FULL
+
+    settings = settings_of(parse(["--batch-sizes", "1,32", "--long-passages", "64"]))
+    assert (settings.batch_sizes, settings.long_passages) == ((1, 32), 64)
+    assert settings.dev_pairs == FULL.dev_pairs and settings.latency_calls == FULL.latency_calls
+    with pytest.raises(SystemExit, match="must include 1 and accuracy_batch 32"):
+        main(["--batch-sizes", "8,128", "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
 
 
 def test_render_rewrites_md_from_a_result_file(tmp_path: Path) -> None:

@@ -85,15 +85,16 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("server"), "--api-key", KEY)
+    srv = Server(tmp_path_factory.mktemp("server"), "--api-key", KEY, "--workers", "2")
     yield srv
     assert srv.stop() == 0, srv.log.read_text()
 
 
 @pytest.fixture(scope="module")
 def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """Small limits: 8 inputs per request, 64 kB bodies, 4 inputs in flight."""
+    """Small limits: 8 inputs per request, 64 kB bodies, 4 inputs in flight; two workers."""
     limits = ["--max-inputs-per-request", "8", "--max-payload-bytes", "65536", "--max-inflight-inputs", "4"]
+    limits += ["--workers", "2"]
     srv = Server(tmp_path_factory.mktemp("strict"), *limits)
     yield srv
     srv.stop()
@@ -441,18 +442,20 @@ def test_full_server_answers_401_not_429_without_the_key(tmp_path: Path) -> None
 def test_disconnected_client_work_is_dropped_before_inference(server: Server) -> None:
     dropped = server.metric("embed_inputs_dropped_total")
     embedded = server.metric("embed_inputs_total")
-    thread, result = _in_background(lambda: server.post("/embed", {"inputs": [LONG] * 32}))
-    assert _wait_for(lambda: server.metric("embed_inflight_inputs") >= 32)
+    # One long request per worker (each over a step's token window), so the next request has to wait.
+    busy = [_in_background(lambda: server.post("/embed", {"inputs": [LONG] * 32})) for _ in range(2)]
+    assert _wait_for(lambda: server.metric("embed_inflight_inputs") >= 64)
     body = json.dumps({"input": ["left early"] * 4}).encode()
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         head = f"POST /v1/embeddings HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\n"
         sock.sendall(f"{head}content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body)
-        assert _wait_for(lambda: server.metric("embed_inflight_inputs") >= 36)
-    thread.join()
-    assert result["value"].status_code == 200  # type: ignore[attr-defined]
+        assert _wait_for(lambda: server.metric("embed_inflight_inputs") >= 68)
+    for thread, result in busy:
+        thread.join()
+        assert result["value"].status_code == 200  # type: ignore[attr-defined]
     assert _wait_for(lambda: server.metric("embed_inflight_inputs") == 0)
     assert server.metric("embed_inputs_dropped_total") - dropped == 4
-    assert server.metric("embed_inputs_total") - embedded == 32
+    assert server.metric("embed_inputs_total") - embedded == 64
 
 
 def test_client_gone_while_sending_its_body_is_counted(server: Server) -> None:
@@ -465,8 +468,11 @@ def test_client_gone_while_sending_its_body_is_counted(server: Server) -> None:
     assert httpx.get(f"{server.url}/health").status_code == 200
 
 
-def test_sigterm_drains_in_flight_work_then_exits_cleanly(tmp_path: Path, encoder: runtime.Encoder) -> None:
-    srv = Server(tmp_path, "--graceful-timeout", "300")  # generous: CI machines can be very busy
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_drains_in_flight_work_then_exits_cleanly(
+    tmp_path: Path, encoder: runtime.Encoder, workers: str
+) -> None:
+    srv = Server(tmp_path, "--graceful-timeout", "300", "--workers", workers)  # generous: busy CI machines
     try:
         texts = [f"{LONG} {i}" for i in range(32)]
         thread, result = _in_background(lambda: srv.post("/embed", {"inputs": texts}))
@@ -485,6 +491,48 @@ def test_sigterm_drains_in_flight_work_then_exits_cleanly(tmp_path: Path, encode
         assert "draining 32 inputs in flight" in srv.log.read_text()
     finally:
         srv.stop()
+
+
+def _metric_samples(server: Server, name: str) -> dict[str, float]:
+    found = {}
+    for line in httpx.get(f"{server.url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + "{"):
+            key, value = line.rsplit(" ", 1)
+            found[key] = float(value)
+    return found
+
+
+def test_two_workers_both_run_and_hold_a_core_each(server: Server, encoder: runtime.Encoder) -> None:
+    assert httpx.get(f"{server.url}/info", headers=AUTH).json()["workers"] == 2
+    busy = "embed_worker_busy_seconds_total"
+    before = _metric_samples(server, busy)
+    assert set(before) == {f'{busy}{{worker="0"}}', f'{busy}{{worker="1"}}'}
+    # Two requests over the token window each: the second arrives while one worker is busy with the first.
+    texts = [[f"{LONG} {k} {i}" for i in range(24)] for k in range(2)]
+    runs = [_in_background(lambda t=t: server.post("/embed", {"inputs": t})) for t in texts]  # type: ignore[misc]
+    for thread, _ in runs:
+        thread.join()
+    for (_, result), sent in zip(runs, texts, strict=True):
+        got = np.array(result["value"].json())  # type: ignore[attr-defined]
+        assert np.abs(got[:2] - encoder.encode(sent[:2])).max() <= 1e-6
+    after = _metric_samples(server, busy)
+    assert all(after[k] > before[k] for k in before), (before, after)
+    if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) >= 2:
+        # Each worker's thread is allowed on one core of its own (the server inherits this test's affinity).
+        allowed = [_cpus_allowed(task) for task in Path(f"/proc/{server.proc.pid}/task").iterdir()]
+        single = sorted(a for a in allowed if len(a) == 1)
+        assert len(single) == 2 and single[0] != single[1], allowed
+
+
+def _cpus_allowed(task: Path) -> set[int]:
+    for line in (task / "status").read_text().splitlines():
+        if line.startswith("Cpus_allowed_list:"):
+            cpus: set[int] = set()
+            for part in line.split()[1].split(","):
+                first, _, last = part.partition("-")
+                cpus.update(range(int(first), int(last or first) + 1))
+            return cpus
+    return set()
 
 
 def test_load_smoke(server: Server) -> None:

@@ -107,3 +107,57 @@ def test_default_session_stays_on_the_cpus_it_was_given() -> None:
     )
     # Without the cpuset-aware default, onnxruntime's pool pins a thread to another core (seen: "1" under taskset -c 0).
     assert set(done.stdout.split()) == {first}, done.stdout
+
+
+def _fake_cgroup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proc_cgroup: str, files: dict[str, str]) -> None:
+    """A /proc/self/cgroup and a /sys/fs/cgroup tree holding ``files`` (paths relative to the mount)."""
+    (tmp_path / "proc-cgroup").write_text(proc_cgroup)
+    for name, text in files.items():
+        (tmp_path / "fs" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "fs" / name).write_text(text + "\n")
+    monkeypatch.setattr(cpu, "PROC_CGROUP", tmp_path / "proc-cgroup")
+    monkeypatch.setattr(cpu, "CGROUP", tmp_path / "fs")
+
+
+@pytest.mark.parametrize(
+    ("proc_cgroup", "files", "expected"),
+    [
+        # cgroup v2: the process's own cpu.max, and the tightest of its ancestors'
+        ("0::/app.slice/svc\n", {"app.slice/svc/cpu.max": "150000 100000"}, 1.5),
+        ("0::/app.slice/svc\n", {"app.slice/svc/cpu.max": "max 100000", "app.slice/cpu.max": "300000 100000"}, 3.0),
+        ("0::/a/b\n", {"a/b/cpu.max": "400000 100000", "a/cpu.max": "200000 100000"}, 2.0),
+        ("0::/a\n", {"a/cpu.max": "max 100000"}, None),
+        ("0::/\n", {"cpu.max": "250000 100000"}, 2.5),  # a container's namespace: its limit at the mount's root
+        # cgroup v1: quota / period of the cpu controller's hierarchy; -1 is no limit
+        (
+            "4:cpu,cpuacct:/docker/x\n3:memory:/docker/x\n",
+            {"cpu,cpuacct/docker/x/cpu.cfs_quota_us": "50000", "cpu,cpuacct/docker/x/cpu.cfs_period_us": "100000"},
+            0.5,
+        ),
+        ("1:cpu:/\n", {"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}, None),
+        ("2:cpuset:/\n", {}, None),  # no cpu controller listed
+    ],
+)
+def test_cgroup_cpu_limit_reads_v1_and_v2_quotas(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proc_cgroup: str, files: dict[str, str], expected: float | None
+) -> None:
+    _fake_cgroup(tmp_path, monkeypatch, proc_cgroup, files)
+    assert cpu.cgroup_cpu_limit() == expected
+
+
+def test_cgroup_cpu_limit_survives_unreadable_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_cgroup(tmp_path, monkeypatch, "0::/a\n", {"a/cpu.max": "garbled"})
+    assert cpu.cgroup_cpu_limit() is None
+    monkeypatch.setattr(cpu, "PROC_CGROUP", tmp_path / "missing")
+    assert cpu.cgroup_cpu_limit() is None
+
+
+@pytest.mark.parametrize(("limit", "expected"), [(None, 2), (8.0, 2), (1.5, 1), (0.5, 1)])
+def test_usable_cores_caps_the_affinity_by_the_quota(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: float | None, expected: int
+) -> None:
+    monkeypatch.setattr(cpu, "SYS_CPU", _fake_sysfs(tmp_path / "cpu", "0-3", SMT))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(cpu, "cgroup_cpu_limit", lambda: limit)
+    assert cpu.core_groups() == [[0, 2], [1, 3]]  # four logical CPUs, two physical cores
+    assert cpu.usable_cores() == expected

@@ -15,8 +15,8 @@ import numpy as np
 import runtime
 from runtime.artifact import sha256_file
 from runtime.corpus import inputs, state
+from runtime.corpus.encoding import ModelArgs, describe_model, open_plan
 from runtime.corpus.inputs import BadRow, Columns, Row
-from runtime.corpus.job import ModelArgs, describe_model, open_plan
 from runtime.corpus.outputs import SHARD_PREFIX, SHARD_SUFFIX, is_temporary
 
 MAX_PROBLEMS = 20

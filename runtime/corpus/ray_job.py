@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from runtime.corpus.encoding import ModelArgs, Progress, describe_model, encode_shard
 from runtime.corpus.errors import CorpusError
 from runtime.corpus.inputs import Plan
-from runtime.corpus.job import ModelArgs, Progress, describe_model, encode_shard
 from runtime.corpus.outputs import ShardInfo
 
 log = logging.getLogger("runtime.corpus")

@@ -6,7 +6,7 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -52,14 +52,18 @@ def package_version() -> str:
 
 
 class Service:
-    """Everything one server process holds: the encoder, its batcher, metrics, limits and drain state."""
+    """Everything one server process holds: the encoders (one per worker), their batcher, metrics, limits and
+    drain state."""
 
-    def __init__(self, encoder: Encoder, settings: Settings) -> None:
-        self.encoder = encoder
+    def __init__(
+        self, encoders: Encoder | Sequence[Encoder], settings: Settings, cpus: Sequence[set[int] | None] | None = None
+    ) -> None:
+        encoders = [encoders] if isinstance(encoders, Encoder) else list(encoders)
+        encoder = self.encoder = encoders[0]
         self.settings = settings
         self.model_name = settings.model_name or encoder.manifest.name
         self.metrics = Metrics()
-        self.batcher = Batcher(encoder, self.metrics, settings.batch_size)
+        self.batcher = Batcher(encoders, self.metrics, settings.batch_size, cpus)
         self.limits = Limits(
             max_inputs=settings.max_inputs_per_request,
             vocab_size=encoder.vocab_size,
@@ -254,6 +258,7 @@ class Service:
             "output_precisions": list(enc.output_precisions),
             "version": package_version(),
             "batching": {"batch_size": s.batch_size, "tokens_per_run": TOKENS_PER_RUN[enc.device]},
+            "workers": self.batcher.workers,
             "limits": {
                 "max_payload_bytes": s.max_payload_bytes,
                 "max_inputs_per_request": s.max_inputs_per_request,

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import logging
+import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from types import FrameType
 
 import uvicorn
 
 import runtime
+from runtime.cpu import core_groups, usable_cores
 from runtime.server.app import Service
 from runtime.server.options import settings_from_args
 
@@ -56,12 +60,54 @@ def warm_up(encoder: runtime.Encoder) -> None:
     encoder.encode([" ".join(["warm"] * 300)] * 4)
 
 
+def worker_layout(workers: int | None, threads: int | None) -> tuple[int, int, list[set[int] | None]]:
+    """Workers, intra-op threads per worker, and each worker's CPUs: ``threads`` whole physical cores of its own
+    among those this process may run on, or None for all workers when there are not enough cores to go round.
+
+    Defaults: one single-threaded worker per usable physical core (affinity and cgroup CPU quota); a given
+    ``threads`` divides the usable cores into workers, a given ``workers`` divides them into threads."""
+    usable = usable_cores()
+    if workers is None:
+        threads = threads or 1
+        workers = max(1, usable // threads)
+    elif threads is None:
+        threads = max(1, usable // workers)
+    groups = core_groups()
+    if workers * threads > len(groups):
+        return workers, threads, [None] * workers
+    return workers, threads, [{c for g in groups[i * threads : (i + 1) * threads] for c in g} for i in range(workers)]
+
+
+@contextlib.contextmanager
+def _pinned(cpus: set[int] | None) -> Iterator[None]:
+    """Run the block with this thread held to ``cpus``: onnxruntime's intra-op threads, created with the session,
+    keep the affinity of the thread that created them."""
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def serve(args: argparse.Namespace) -> None:
-    """Load the model, warm it, and serve until a signal drains the server."""
+    """Load the model once per worker, warm each, and serve until a signal drains the server."""
     settings = settings_from_args(args)
-    encoder = runtime.load(args.model, provider=args.provider, precision=args.precision, threads=settings.threads)
-    warm_up(encoder)
-    service = Service(encoder, settings)
+    # Tokenisation runs on the workers, each on its own core; tokenizers' thread pool would pull it onto the cores
+    # of whichever thread created the pool.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    workers, threads, cpus = worker_layout(settings.workers, settings.threads)
+    encoders = []
+    for worker_cpus in cpus:
+        with _pinned(worker_cpus):
+            encoder = runtime.load(args.model, provider=args.provider, precision=args.precision, threads=threads)
+            warm_up(encoder)
+        encoders.append(encoder)
+    encoder = encoders[0]
+    service = Service(encoders, settings, cpus)
     config = uvicorn.Config(
         service,
         host=settings.host,
@@ -75,5 +121,11 @@ def serve(args: argparse.Namespace) -> None:
         backlog=2048,
         server_header=False,
     )
-    print(f"serving {service.model_name} ({encoder.device}, {encoder.precision.value})", file=sys.stderr, flush=True)
+    layout = ", ".join("any CPU" if c is None else f"CPUs {sorted(c)}" for c in cpus)
+    print(
+        f"serving {service.model_name} ({encoder.device}, {encoder.precision.value}): {workers} worker(s) x "
+        f"{threads} thread(s), on {layout}",
+        file=sys.stderr,
+        flush=True,
+    )
     DrainingServer(config, service).run()

@@ -46,5 +46,11 @@ class Metrics:
         self.dropped = Counter(
             "embed_inputs_dropped", "Inputs dropped before inference because their client disconnected", registry=r
         )
+        self.worker_busy_seconds = Counter(
+            "embed_worker_busy_seconds",
+            "Time each inference worker spent tokenising and running batches",
+            ["worker"],
+            registry=r,
+        )
         self.queue_inputs = Gauge("embed_queue_inputs", "Inputs admitted and waiting for a session run", registry=r)
         self.inflight_inputs = Gauge("embed_inflight_inputs", "Inputs admitted and not yet answered", registry=r)

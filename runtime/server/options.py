@@ -14,7 +14,8 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 8000
-    threads: int | None = None
+    threads: int | None = None  # per worker; None: the usable cores / workers (1 when neither is given)
+    workers: int | None = None  # None: as many as the usable physical cores (/ threads)
     api_key: str | None = None
     model_name: str | None = None  # None: the artifact's name
     max_payload_bytes: int = 2 * MB
@@ -31,7 +32,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = Settings()
     parser.add_argument("--host", default=d.host, help=f"address to listen on (default: {d.host})")
     parser.add_argument("--port", type=int, default=d.port, help=f"TCP port (default: {d.port}; 0 picks a free one)")
-    parser.add_argument("--threads", type=_positive, default=None, help="intra-op threads (default: one per core)")
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=None,
+        help="inference workers, each with its own session, pinned to cores of their own "
+        "(default: one per physical core the process may use, cgroup CPU quota included, divided by --threads)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=_positive,
+        default=None,
+        help="intra-op threads per worker (default: the usable cores divided by --workers; 1 when neither is given)",
+    )
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (else 401)")
     parser.add_argument("--model-name", default=None, help="model name clients send and see (default: artifact's)")
     parser.add_argument("--max-payload-bytes", type=_positive, default=d.max_payload_bytes, help="larger body: 413")
@@ -63,6 +76,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         host=args.host,
         port=args.port,
         threads=args.threads,
+        workers=args.workers,
         api_key=args.api_key,
         model_name=args.model_name,
         max_payload_bytes=args.max_payload_bytes,

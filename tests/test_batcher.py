@@ -1,0 +1,179 @@
+"""The server's run planner and its inference workers, in process (no HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import random
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import runtime
+from export.data import dev_sentences
+from runtime.server import main as server_main
+from runtime.server.batcher import Batcher, Job, plan_runs
+from runtime.server.metrics import Metrics
+
+
+def _cost(runs: list[list[int]], lengths: list[int], overhead: int, attention: int) -> float:
+    """The planner's cost model, computed independently: each run pads every row to its longest."""
+    total = 0.0
+    for run in runs:
+        width = max(lengths[i] for i in run)
+        total += overhead + len(run) * width * (1 + width / attention)
+    return total
+
+
+def _brute_force(lengths: list[int], batch_size: int, max_tokens: int, overhead: int, attention: int) -> float:
+    """The cheapest plan over every way of cutting the longest-first order into runs that fit the limits."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    best = float("inf")
+    for cuts in itertools.product((False, True), repeat=max(0, len(order) - 1)):
+        runs, current = [], [order[0]]
+        for i, cut in zip(order[1:], cuts, strict=True):
+            if cut:
+                runs.append(current)
+                current = []
+            current.append(i)
+        runs.append(current)
+        if all(_fits(r, lengths, batch_size, max_tokens) for r in runs):
+            best = min(best, _cost(runs, lengths, overhead, attention))
+    return best
+
+
+def _fits(run: list[int], lengths: list[int], batch_size: int, max_tokens: int) -> bool:
+    return len(run) == 1 or (len(run) <= batch_size and len(run) * max(lengths[i] for i in run) <= max_tokens)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 300), min_size=1, max_size=9),
+    batch_size=st.integers(1, 5),
+    max_tokens=st.sampled_from([64, 256, 1024]),
+    overhead=st.integers(0, 40),
+)
+def test_plan_runs_is_the_cheapest_valid_plan(
+    lengths: list[int], batch_size: int, max_tokens: int, overhead: int
+) -> None:
+    runs = plan_runs(lengths, batch_size, max_tokens, overhead=overhead, attention=512)
+    assert sorted(i for r in runs for i in r) == list(range(len(lengths)))  # every row exactly once
+    assert all(_fits(r, lengths, batch_size, max_tokens) for r in runs)
+    cost = _cost(runs, lengths, overhead, 512)
+    assert cost == pytest.approx(_brute_force(lengths, batch_size, max_tokens, overhead, 512))
+
+
+def test_plan_runs_keeps_short_texts_out_of_a_long_texts_run() -> None:
+    # One 50-token text among 21 of 10 tokens: one run would pad 21 rows to 50 (1,100 tokens for 260 real ones).
+    lengths = [10] * 10 + [50] + [10] * 11
+    runs = plan_runs(lengths, 32, 1024, overhead=12)
+    assert runs == [[10], [i for i in range(22) if i != 10]]
+    # Equal lengths gain nothing from extra runs: cut only at the batch size, as encode() does.
+    assert [len(r) for r in plan_runs([16] * 70, 32, 1024)] == [32, 32, 6]
+    assert plan_runs([], 32, 1024) == []
+
+
+def test_stsb_steps_pad_far_less_than_one_run() -> None:
+    # The server's case: 22 one-text requests waiting together. The plan's padded tokens are what the session
+    # computes; the real tokens are the floor.
+    enc = runtime.load(provider="cpu", threads=1)
+    all_lengths = [len(r) for r in enc.tokenize(dev_sentences())]
+    rng = random.Random(0)
+    real = padded = single = 0
+    for _ in range(20):
+        lengths = rng.sample(all_lengths, 22)  # requests arrive in no order of length
+        real += sum(lengths)
+        padded += sum(len(r) * max(lengths[i] for i in r) for r in plan_runs(lengths, 32, 1024))
+        single += len(lengths) * max(lengths)
+    assert padded <= 1.25 * real and single >= 1.6 * real, (padded, real, single)
+
+
+def _submit_all(batcher: Batcher, requests: list[list[str]]) -> list[Job]:
+    async def scenario() -> list[Job]:
+        loop = asyncio.get_running_loop()
+        jobs = [Job(loop, loop.create_future(), len(texts), texts=texts) for texts in requests]
+        for job in jobs:
+            batcher.submit(job)
+        await asyncio.gather(*(job.future for job in jobs))
+        return jobs
+
+    return asyncio.run(scenario())
+
+
+def test_two_workers_share_the_queue_and_match_the_library(encoder: runtime.Encoder) -> None:
+    second = runtime.load(provider="cpu", threads=1)
+    metrics = Metrics()
+    batcher = Batcher([encoder, second], metrics, batch_size=32)
+    batcher.start()
+    try:
+        texts = dev_sentences()[:512]
+        # Requests of 64 texts: each step takes at most its share while the other worker is idle.
+        requests = [texts[i : i + 64] for i in range(0, 512, 64)]
+        jobs = _submit_all(batcher, requests)
+    finally:
+        batcher.close(60)
+    got = np.concatenate([job.out for job in jobs if job.out is not None])
+    want = encoder.encode(texts, normalize_embeddings=False)
+    assert got.shape == want.shape and np.abs(got - want).max() <= 1e-6
+    busy = [metrics.worker_busy_seconds.labels(str(i))._value.get() for i in range(2)]
+    assert all(b > 0 for b in busy), busy  # both workers ran steps
+    assert not any(t.is_alive() for t in batcher._threads)  # close() stopped every worker
+
+
+def test_workers_pin_themselves_to_their_cpus(encoder: runtime.Encoder) -> None:
+    if not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs and Linux affinity")
+    first, second = sorted(os.sched_getaffinity(0))[:2]
+    seen: dict[int, set[int]] = {}
+    batcher = Batcher([encoder, encoder], Metrics(), cpus=[{first}, {second}])
+    original = batcher._step
+
+    def spy(enc: runtime.Encoder, jobs: list[Job]) -> None:
+        seen[threading.get_native_id()] = os.sched_getaffinity(0)
+        original(enc, jobs)
+
+    batcher._step = spy  # type: ignore[method-assign]
+    batcher.start()
+    try:
+        for _ in range(20):
+            _submit_all(batcher, [["a text"] * 200, ["another text"] * 200])
+            if len(seen) == 2:
+                break
+    finally:
+        batcher.close(60)
+    assert sorted(map(sorted, seen.values())) == [[first], [second]]
+    assert os.sched_getaffinity(0) >= {first, second}  # the event loop's thread is left alone
+
+
+@pytest.mark.parametrize(
+    ("workers", "threads", "usable", "cores", "expected"),
+    [
+        (None, None, 4, 4, (4, 1, [{0}, {1}, {2}, {3}])),  # default: a single-threaded worker per core
+        (None, 2, 4, 4, (2, 2, [{0, 1}, {2, 3}])),  # --threads divides the cores into workers
+        (2, None, 4, 4, (2, 2, [{0, 1}, {2, 3}])),  # --workers divides them into threads
+        (None, None, 2, 4, (2, 1, [{0}, {1}])),  # a cgroup quota of 2 CPUs on 4 cores: 2 workers
+        (3, 2, 4, 4, (3, 2, [None, None, None])),  # more than the cores: no pinning
+        (None, 8, 2, 2, (1, 8, [None])),
+    ],
+)
+def test_worker_layout(
+    monkeypatch: pytest.MonkeyPatch,
+    workers: int | None,
+    threads: int | None,
+    usable: int,
+    cores: int,
+    expected: tuple[int, int, list[set[int] | None]],
+) -> None:
+    monkeypatch.setattr(server_main, "usable_cores", lambda: usable)
+    monkeypatch.setattr(server_main, "core_groups", lambda: [[c] for c in range(cores)])
+    assert server_main.worker_layout(workers, threads) == expected
+
+
+def test_worker_layout_keeps_smt_siblings_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server_main, "usable_cores", lambda: 2)
+    monkeypatch.setattr(server_main, "core_groups", lambda: [[0, 2], [1, 3]])
+    assert server_main.worker_layout(None, None) == (2, 1, [{0, 2}, {1, 3}])
