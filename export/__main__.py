@@ -1,4 +1,4 @@
-"""Command line: ``python -m export train | onnx | all``."""
+"""Command line: ``python -m export train | onnx | all | calibrate-outputs``."""
 
 from __future__ import annotations
 
@@ -29,6 +29,16 @@ def _onnx(args: argparse.Namespace) -> None:
         raise SystemExit(f"variants that failed their gate and were not written: {sorted(p.value for p in missing)}")
 
 
+def _calibrate_outputs(args: argparse.Namespace) -> None:
+    from export.calibrate import add_output_ranges
+    from runtime.artifact import Precision
+
+    graph = None if args.graph is None else Precision(args.graph)
+    manifest = add_output_ranges(args.out, graph, args.method, args.percentile, args.sentences)
+    assert manifest.output_ranges is not None
+    print(f"{args.out}: int8/uint8 output ranges written, {manifest.output_ranges.calibration}")
+
+
 def _all(args: argparse.Namespace) -> None:
     _train(args)
     _onnx(args)
@@ -46,6 +56,21 @@ def main(argv: list[str] | None = None) -> None:
     p_onnx.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="sentence-transformers folder")
     p_onnx.add_argument("--out", type=Path, default=DEFAULT_ARTIFACT, help="artifact folder to (re)place")
     p_onnx.set_defaults(func=_onnx)
+    p_cal = sub.add_parser(
+        "calibrate-outputs",
+        help="measure the int8/uint8 output ranges of an existing artifact and add them to its manifest.json",
+    )
+    p_cal.add_argument("--out", type=Path, default=DEFAULT_ARTIFACT, help="artifact folder to update")
+    p_cal.add_argument("--graph", choices=["int8", "fp32", "fp16"], help="graph to measure with (default: int8)")
+    p_cal.add_argument(
+        "--method",
+        choices=["symmetric", "minmax"],
+        default="symmetric",
+        help="symmetric (default): one scale, int8 = round(x / s); minmax: each dimension's min and max",
+    )
+    p_cal.add_argument("--percentile", type=float, default=0.0, help="0 (default): the extremes")
+    p_cal.add_argument("--sentences", type=int, help="first N unique STS-B train sentences (default: all 10,566)")
+    p_cal.set_defaults(func=_calibrate_outputs)
     p_all = sub.add_parser("all", help="train, then onnx")
     p_all.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     p_all.add_argument("--out", type=Path, default=DEFAULT_ARTIFACT)

@@ -7,7 +7,7 @@ import logging
 import platform
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from export.calibrate import measure_ranges
 from export.data import DATA_DIR, SPLIT_FILES, StsPair, gold_scores, pair_texts, read_sts, score_stacked
 from export.deps import require
 from export.graph import export_onnx, load_sentence_transformer
@@ -39,6 +40,7 @@ class ExportOptions:
     int8: Int8Settings = field(default_factory=Int8Settings)
     gates: Gates = field(default_factory=Gates)
     dev_pairs: list[StsPair] | None = field(default=None, hash=False)
+    output_calibration_sentences: int | None = None  # None: all unique STS-B train sentences
 
 
 def run_export(model_dir: Path, out_dir: Path, options: ExportOptions = ExportOptions()) -> Manifest:
@@ -78,7 +80,9 @@ def _build(model_dir: Path, tmp: Path, options: ExportOptions, start: float) -> 
     for precision in [p for p in settings if p not in checks]:
         (tmp / precision.file_name).unlink()
         del settings[precision]
-    manifest = manifest_of(checks)
+    # int8/uint8 output ranges from the vectors the written graphs give (the int8 graph's when it passed)
+    ranges = measure_ranges(tmp, limit=options.output_calibration_sentences)
+    manifest = replace(manifest_of(checks), output_ranges=ranges)
     manifest.write(tmp)
     return manifest
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import runtime
 from runtime.artifact import MANIFEST_FILE
+from runtime.quantization import OUTPUT_PRECISIONS
 from runtime.server.options import add_arguments as add_serve_arguments
 
 
@@ -62,6 +63,12 @@ def _add_encode(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         type=int,
         help="input lines/rows per shard (default: 102400; with --ray about 4 shards per actor)",
     )
+    p.add_argument(
+        "--output-precision",
+        choices=list(OUTPUT_PRECISIONS),
+        help="type of the written vectors (default: float32): int8/uint8 on the artifact's calibrated grid, "
+        "binary/ubinary packed sign bits; --precision is the graph variant",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     p.set_defaults(func=_encode)
 
@@ -90,6 +97,7 @@ def _encode(args: argparse.Namespace) -> None:
             progress=False if args.quiet else None,
             ray=args.ray,
             actors=args.actors,
+            output_precision=args.output_precision,
         )
     if not args.quiet:
         shards = f", {result.shards} shard(s), {result.resumed_shards} from before" if result.shards else ""

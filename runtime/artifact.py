@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
+import struct
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -67,6 +70,42 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class OutputRanges:
+    """Per-dimension [low, high] of calibration embeddings: the grid of ``encode(precision="int8" | "uint8")``.
+
+    Values are float32 numbers (JSON holds their shortest decimals, read back as the same float32 numbers);
+    ``calibration`` records how they were measured (graph variant, sentences, method).
+    """
+
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.low or len(self.low) != len(self.high):
+            raise ValueError(f"output ranges need equal, non-empty low/high rows, got {len(self.low)}/{len(self.high)}")
+        for i, (lo, hi) in enumerate(zip(self.low, self.high, strict=True)):
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+                raise ValueError(f"output ranges: dimension {i} has low {lo!r}, high {hi!r} (need finite low <= high)")
+            if _float32(lo) != lo or _float32(hi) != hi:
+                raise ValueError(f"output ranges: dimension {i} holds a value that is not a float32 number")
+
+
+def _float32(value: float) -> float:
+    """``value`` rounded to the nearest float32 number."""
+    return float(struct.unpack("<f", struct.pack("<f", value))[0])
+
+
+def _shortest32(value: float) -> float:
+    """The shortest decimal that reads back (through float64, as JSON readers do) as the float32 ``value``."""
+    for digits in range(1, 10):
+        short = float(f"{value:.{digits}g}")
+        if _float32(short) == value:
+            return short
+    return value
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Self-description of an artifact; ``provenance`` holds the record of how it was made (free-form)."""
 
@@ -81,19 +120,30 @@ class Manifest:
     output: str = OUTPUT_NAME
     format_version: int = FORMAT_VERSION
     provenance: dict[str, Any] = field(default_factory=dict)
+    output_ranges: OutputRanges | None = (
+        None  # absent: int8/uint8 outputs unavailable (python -m export calibrate-outputs)
+    )
 
     def __post_init__(self) -> None:
         if self.dimension < 1 or self.max_seq_length < 2:
             raise ValueError(f"invalid dimension {self.dimension} or max_seq_length {self.max_seq_length}")
         if not self.variants:
             raise ValueError("a manifest needs at least one graph variant")
+        if self.output_ranges is not None and len(self.output_ranges.low) != self.dimension:
+            raise ValueError(f"output ranges cover {len(self.output_ranges.low)} dimensions, not {self.dimension}")
 
     def to_json(self) -> str:
-        """Serialise; enums become their values."""
+        """Serialise; enums become their values, lists of numbers stay on one line."""
         data = asdict(self)
         data["variants"] = {p.value: {**asdict(v), "precision": p.value} for p, v in self.variants.items()}
         data["inputs"] = list(self.inputs)
-        return json.dumps(data, indent=2, sort_keys=False) + "\n"
+        if self.output_ranges is None:
+            del data["output_ranges"]
+        else:  # JSON holds the shortest decimals; reading rounds them back to the same float32 numbers
+            for row in ("low", "high"):
+                data["output_ranges"][row] = [_shortest32(v) for v in getattr(self.output_ranges, row)]
+        text = json.dumps(data, indent=2, sort_keys=False)
+        return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text) + "\n"
 
     def write(self, folder: Path) -> Path:
         """Write ``manifest.json`` into ``folder``."""
@@ -125,7 +175,25 @@ class Manifest:
             output=str(data["output"]),
             format_version=int(data["format_version"]),
             provenance=dict(data.get("provenance", {})),
+            output_ranges=_output_ranges(data.get("output_ranges")),
         )
+
+
+def _output_ranges(raw: Any) -> OutputRanges | None:
+    if raw is None:
+        return None
+    low, high = raw["low"], raw["high"]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in [*low, *high]):
+        raise TypeError("output_ranges low/high must be lists of numbers")
+    return OutputRanges(
+        tuple(_float32(float(v)) for v in low),
+        tuple(_float32(float(v)) for v in high),
+        dict(raw.get("calibration", {})),
+    )
+
+
+# A JSON array of numbers as json.dumps(indent=2) lays it out, one per line (a JSON string never holds a newline).
+_NUMBER_LIST = re.compile(r"\[\n\s*(-?\d[\d.eE+-]*(?:,\n\s*-?\d[\d.eE+-]*)*)\n\s*\]")
 
 
 def default_artifact_dir() -> Path:

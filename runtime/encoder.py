@@ -13,6 +13,14 @@ from tokenizers import Encoding, Tokenizer
 
 from runtime.artifact import Manifest, Precision, read_manifest, verify
 from runtime.errors import ArtifactError, ProviderUnavailable
+from runtime.quantization import (
+    CALIBRATED,
+    OUTPUT_PRECISIONS,
+    OutputPrecision,
+    check_output_precision,
+    quantize,
+    ranges_array,
+)
 from runtime.session import Provider, create_session, infer, plan
 
 # Padded tokens per session run, whatever batch_size asks for: this bounds memory (attention grows with
@@ -44,6 +52,8 @@ class Encoder:
         self._tokenizer = _load_tokenizer(verify(folder, self.manifest.tokenizer), self.max_seq_length)
         # tokenizers rebuilds its whole vocabulary map to count it (~8 ms for 30,522 entries): count once.
         self._vocab_size = int(self._tokenizer.get_vocab_size())
+        ranges = self.manifest.output_ranges
+        self._ranges = None if ranges is None else ranges_array(ranges)
         graph = verify(folder, self.manifest.variants[self.precision].graph)
         # onnxruntime reads the file itself: handing it a Python bytes copy costs ~20 MiB more peak RSS.
         try:
@@ -75,16 +85,24 @@ class Encoder:
         batch_size: int = 32,
         normalize_embeddings: bool = True,
         show_progress_bar: bool = False,
+        *,
+        precision: OutputPrecision = "float32",
     ) -> np.ndarray:
-        """Embed one text (-> float32 (dim,)) or a list of texts (-> float32 (n, dim)), in input order.
+        """Embed one text (-> (dim,)) or a list of texts (-> (n, dim)), in input order.
 
         Texts longer than ``max_seq_length`` tokens are truncated. The model ends in an L2 normalisation, so vectors
         are unit length either way; ``normalize_embeddings=True`` renormalises in float32 to remove the rounding of
         reduced-precision graphs. Empty or whitespace-only text embeds as the empty sentence ([CLS] [SEP]); lone
         surrogates are replaced by U+FFFD before tokenisation.
+
+        ``precision`` is the type of the returned vectors, as sentence-transformers names it (the graph variant is
+        ``runtime.load(precision=...)``'s choice): "float32"; "int8" / "uint8" (one byte per dimension on the
+        artifact's calibrated grid); "binary" (int8) / "ubinary" (uint8): sign bits packed 8 per byte, (dim + 7) // 8
+        bytes. See :mod:`runtime.quantization`.
         """
         texts, single = _check_texts(sentences)
         _check_batch_size(batch_size)
+        precision = self._check_output_precision(precision)
         ids = self._token_ids(texts)
         out = np.empty((len(ids), self.manifest.dimension), dtype=np.float32)
         with _progress_bar(len(ids), show_progress_bar) as advance:
@@ -93,7 +111,27 @@ class Encoder:
                 advance(len(rows))
         if normalize_embeddings and len(out):
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), np.float32(1e-12))
+        out = quantize(out, precision, self._ranges)
         return out[0] if single else out
+
+    @property
+    def output_precisions(self) -> tuple[OutputPrecision, ...]:
+        """The output types ``encode(precision=...)`` offers with this artifact (int8/uint8 need calibrated ranges)."""
+        return tuple(p for p in OUTPUT_PRECISIONS if self._ranges is not None or p not in CALIBRATED)
+
+    def quantize(self, embeddings: np.ndarray, precision: OutputPrecision) -> np.ndarray:
+        """Float embeddings of this model ((dim,) or (n, dim)) -> ``precision``, exactly as ``encode`` returns it."""
+        return quantize(embeddings, self._check_output_precision(precision), self._ranges)
+
+    def _check_output_precision(self, value: object) -> OutputPrecision:
+        precision = check_output_precision(value)
+        if precision in CALIBRATED and self._ranges is None:
+            raise ArtifactError(
+                f"{self.folder}: the manifest has no calibrated output ranges, so precision={precision!r} "
+                f"(int8/uint8 vectors) is unavailable; add them with python -m export calibrate-outputs --out "
+                f"{self.folder} (float32, binary and ubinary need none)"
+            )
+        return precision
 
     def similarity(self, a: Texts | np.ndarray, b: Texts | np.ndarray) -> np.ndarray:
         """Cosine similarity matrix (n, m) of two sets of embeddings or texts, as SentenceTransformer.similarity."""

@@ -220,6 +220,9 @@ BAD_OPENAI = [
     ({"input": "a", "encoding_format": "int8"}, "encoding_format"),
     ({"input": "a", "dimensions": 128}, "dimensions"),
     ({"input": "a", "dimension": 384}, "dimension"),
+    ({"input": "a", "precision": "fp16"}, "precision"),
+    ({"input": "a", "precision": "INT8"}, "precision"),
+    ({"input": "a", "precision": 8}, "precision"),
 ]
 
 
@@ -239,6 +242,64 @@ def test_bad_openai_requests_get_400_with_openai_error(server: Server, body: dic
 def test_bad_embed_requests_get_400(server: Server, body: dict[str, object]) -> None:
     response = server.post("/embed", body)
     assert response.status_code == 400 and response.json()["error"]["message"]
+
+
+COMPACT = ("int8", "uint8", "binary", "ubinary")
+
+
+@pytest.mark.parametrize("precision", COMPACT)
+def test_compact_precisions_equal_the_library(server: Server, encoder: runtime.Encoder, precision: str) -> None:
+    from runtime.quantization import output_dtype
+
+    want = encoder.encode(TEXTS, precision=precision)
+    reply = server.post("/v1/embeddings", {"input": TEXTS, "precision": precision, "encoding_format": "float"})
+    got = [d["embedding"] for d in reply.json()["data"]]
+    assert all(isinstance(v, int) for row in got for v in row)  # lists of ints, not floats
+    assert np.array_equal(np.array(got), want)
+    reply = server.post("/v1/embeddings", {"input": TEXTS, "precision": precision, "encoding_format": "base64"})
+    raw = [base64.b64decode(d["embedding"]) for d in reply.json()["data"]]
+    assert {len(r) for r in raw} == {48 if precision.endswith("binary") else 384}  # one byte per value, no header
+    decoded = np.stack([np.frombuffer(r, dtype=output_dtype(precision)) for r in raw])
+    assert decoded.dtype == want.dtype and np.array_equal(decoded, want)
+    tei = server.post("/embed", {"inputs": TEXTS, "precision": precision}).json()
+    assert np.array_equal(np.array(tei), want)
+    tei64 = server.post("/embed", {"inputs": TEXTS, "precision": precision, "encoding_format": "base64"}).json()
+    assert np.array_equal(np.stack([np.frombuffer(base64.b64decode(v), want.dtype) for v in tei64]), want)
+    raw_rows = server.post("/embed", {"inputs": TEXTS[:3], "precision": precision, "normalize": False}).json()
+    assert np.array_equal(
+        np.array(raw_rows), encoder.quantize(encoder.encode(TEXTS[:3], normalize_embeddings=False), precision)
+    )
+
+
+def test_float32_precision_is_the_default(server: Server) -> None:
+    plain = server.post("/v1/embeddings", {"input": TEXTS[:3], "encoding_format": "base64"}).json()
+    named = server.post("/v1/embeddings", {"input": TEXTS[:3], "encoding_format": "base64", "precision": "float32"})
+    assert named.json()["data"] == plain["data"]
+
+
+def test_bad_precision_names_the_allowed_values(server: Server) -> None:
+    for path, body in (("/v1/embeddings", {"input": "a"}), ("/embed", {"inputs": "a"})):
+        response = server.post(path, {**body, "precision": "fp32"})
+        assert response.status_code == 400
+        message = response.json()["error"]["message"]
+        assert "['float32', 'int8', 'uint8', 'binary', 'ubinary']" in message and "'fp32'" in message
+    response = server.post("/embed", {"inputs": "a", "encoding_format": "hex"})
+    assert response.status_code == 400 and "'float' or 'base64'" in response.json()["error"]["message"]
+
+
+def test_precision_without_calibrated_ranges_is_a_400_naming_what_is_available() -> None:
+    from runtime.server.protocol import ApiError, Limits, parse_openai, parse_tei
+
+    limits = Limits(max_inputs=8, vocab_size=100, max_seq_length=8, dimension=384, precisions=("float32", "binary"))
+    assert parse_openai({"input": "a", "precision": "binary"}, limits, "m").precision == "binary"
+    for parse in (
+        lambda b: parse_openai({"input": "a", **b}, limits, "m"),
+        lambda b: parse_tei({"inputs": "a", **b}, limits),
+    ):
+        with pytest.raises(ApiError) as err:
+            parse({"precision": "int8"})
+        assert err.value.status == 400 and err.value.param == "precision"
+        assert "calibrate-outputs" in err.value.message and "['float32', 'binary']" in err.value.message
 
 
 def test_bad_bodies_methods_and_paths(server: Server) -> None:
@@ -273,6 +334,7 @@ def test_info_health_metrics(server: Server) -> None:
     limits = {"max_payload_bytes": 2_000_000, "max_inputs_per_request": 2048, "max_inflight_inputs": 1024}
     assert info["limits"] == limits
     assert info["version"] and info["vocab_size"] == 30522
+    assert info["output_precisions"] == ["float32", "int8", "uint8", "binary", "ubinary"]
     assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
     server.post("/v1/embeddings", {"input": ["counted"]})
     text = httpx.get(f"{server.url}/metrics").text

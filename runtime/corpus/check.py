@@ -15,9 +15,10 @@ import numpy as np
 import runtime
 from runtime.artifact import sha256_file
 from runtime.corpus import inputs, state
-from runtime.corpus.encoding import ModelArgs, describe_model, open_plan
+from runtime.corpus.encoding import ModelArgs, describe_model, open_plan, output_precision
 from runtime.corpus.inputs import BadRow, Columns, Row
 from runtime.corpus.outputs import SHARD_PREFIX, SHARD_SUFFIX, is_temporary
+from runtime.quantization import OutputPrecision, output_dtype, output_width
 
 MAX_PROBLEMS = 20
 NORM_TOLERANCE = 1e-3
@@ -68,6 +69,9 @@ def check(
     whole (size and sha256), cover the input's positions in order, and hold every good input row's id exactly once
     in input order and no other; that bad rows were skipped only if the job allowed it; that every vector is finite
     and unit length; and that ``sample`` random rows equal the library's vectors within ``tolerance`` (max abs).
+    A job of a compact output type (int8, uint8, binary, ubinary) is checked code by code: each value must be one
+    that the library's float vector, moved by at most ``tolerance`` per component, quantises to (``max_abs_diff``
+    is then in code units, against ``encode(precision=...)``).
     """
     folder = Path(output)
     report = CheckReport(str(folder))
@@ -93,6 +97,7 @@ def check(
             return report
         positions = _sample_positions(planned.records, sample, seed)
         texts, vectors = _compare(folder, planned, shards, options, positions, report)
+    precision = output_precision(options)
     report.records = planned.records
     if report.rows != summary["rows"] or report.bad_rows != summary["bad_rows"]:
         report.problem(
@@ -100,7 +105,7 @@ def check(
             f"the check counted {report.rows} and {report.bad_rows}"
         )
     if texts:
-        _compare_sample(texts, np.stack(vectors), summary["model"], encoder, model, tolerance, report)
+        _compare_sample(texts, np.stack(vectors), summary["model"], encoder, model, tolerance, precision, report)
     return report
 
 
@@ -181,11 +186,13 @@ def _compare(
                         f"{info['file']}: row {found} has id {ident!r}; the input at position "
                         f"{position} has id {item.id!r}"
                     )
-                if not np.isfinite(vector).all() or abs(float(np.linalg.norm(vector)) - 1) > NORM_TOLERANCE:
+                if vector.dtype.kind == "f" and (
+                    not np.isfinite(vector).all() or abs(float(np.linalg.norm(vector)) - 1) > NORM_TOLERANCE
+                ):
                     report.problem(f"{info['file']}: row {found} (id {ident!r}) is not a finite unit vector")
                 if position in positions:
                     texts.append(item.text)
-                    vectors.append(np.array(vector, dtype=np.float32))
+                    vectors.append(np.array(vector))
             else:
                 extra = sum(1 for _ in rows)
                 if extra:
@@ -203,6 +210,7 @@ def _compare_sample(
     encoder: runtime.Encoder | None,
     model: str | Path | None,
     tolerance: float,
+    precision: OutputPrecision,
     report: CheckReport,
 ) -> None:
     if encoder is None:
@@ -215,6 +223,9 @@ def _compare_sample(
             f"the job's (graph sha256 {job_model['graph_sha256'][:12]}): vectors not compared"
         )
         return
+    if precision != "float32":
+        _compare_codes(texts, vectors, encoder, tolerance, precision, report)
+        return
     expected = encoder.encode(texts)
     report.sampled = len(texts)
     report.max_abs_diff = float(np.abs(expected - vectors).max())
@@ -223,4 +234,38 @@ def _compare_sample(
         report.problem(
             f"sampled vectors differ from the library's by up to {report.max_abs_diff:.3g} "
             f"(tolerance {tolerance:g}; min cosine {report.min_cosine:.7f})"
+        )
+
+
+def _compare_codes(
+    texts: list[str],
+    codes: np.ndarray,
+    encoder: runtime.Encoder,
+    tolerance: float,
+    precision: OutputPrecision,
+    report: CheckReport,
+) -> None:
+    """Each stored code must lie between the codes of the library's float vector moved by -tolerance and +tolerance
+    (quantisation is monotone per component): a float difference of batching may move a value across one boundary,
+    nothing else may."""
+    width, dtype = output_width(precision, encoder.manifest.dimension), output_dtype(precision)
+    if codes.shape[1] != width or codes.dtype != dtype:
+        report.problem(f"vectors are {codes.dtype} x {codes.shape[1]}; a {precision} job writes {dtype} x {width}")
+        return
+    floats = encoder.encode(texts)
+
+    def values(x: np.ndarray) -> np.ndarray:  # packed bits compared bit by bit (binary's bytes are ubinary's - 128)
+        if precision in ("binary", "ubinary"):
+            return np.unpackbits(x.view(np.uint8) ^ np.uint8(0x80 if precision == "binary" else 0), axis=1)
+        return x.astype(np.int64)
+
+    got, exact = values(codes), values(encoder.quantize(floats, precision))
+    low, high = (values(encoder.quantize(floats + np.float32(d), precision)) for d in (-tolerance, tolerance))
+    report.sampled = len(texts)
+    report.max_abs_diff = float(np.abs(got.astype(np.int64) - exact).max())
+    outside = int(((got < low) | (got > high)).sum())
+    if outside:
+        report.problem(
+            f"{outside} sampled {precision} values differ from the library's codes by more than a float difference "
+            f"of {tolerance:g} explains"
         )

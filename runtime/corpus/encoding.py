@@ -7,7 +7,9 @@ This module sits below job.py and ray_job.py, which both import it; it imports n
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
+import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -22,6 +24,7 @@ from runtime.corpus import inputs
 from runtime.corpus.errors import CorpusError
 from runtime.corpus.inputs import BadRow, Columns, Item, Plan, Row
 from runtime.corpus.outputs import ShardInfo, ShardWriter
+from runtime.quantization import OutputPrecision, check_output_precision
 from runtime.session import Provider
 from runtime.session import plan as plan_device
 
@@ -57,7 +60,14 @@ def describe_model(encoder: runtime.Encoder) -> dict[str, Any]:
     return _model_record(encoder.manifest, encoder.precision, encoder.device)
 
 
+def output_precision(options: dict[str, Any]) -> OutputPrecision:
+    """A job's output type (jobs started before the option existed wrote float32)."""
+    return check_output_precision(options.get("output_precision", "float32"))
+
+
 def _model_record(manifest: runtime.Manifest, precision: runtime.Precision, device: str) -> dict[str, Any]:
+    ranges = manifest.output_ranges
+    grid = None if ranges is None else hashlib.sha256(json.dumps([ranges.low, ranges.high]).encode()).hexdigest()
     return {
         "name": manifest.name,
         "precision": precision.value,
@@ -66,6 +76,7 @@ def _model_record(manifest: runtime.Manifest, precision: runtime.Precision, devi
         "tokenizer_sha256": manifest.tokenizer.sha256,
         "dimension": manifest.dimension,
         "max_seq_length": manifest.max_seq_length,
+        "output_ranges_sha256": grid,  # the int8/uint8 grid; a job's record keeps it only when it writes those types
     }
 
 
@@ -104,7 +115,8 @@ def encode_items(
                 bad(item)
         if rows:
             # Encoder.encode sorts by length within the window and returns the rows' vectors in input order.
-            write(rows, encoder.encode([r.text for r in rows], batch_size=options["batch_size"]))
+            texts = [r.text for r in rows]
+            write(rows, encoder.encode(texts, batch_size=options["batch_size"], precision=output_precision(options)))
         done += len(chunk)
         progress(len(chunk))
     return done
@@ -128,7 +140,8 @@ def encode_shard(
     end = min(first + plan.step, plan.records)
     bad = bad if bad is not None else BadRows(options["skip_bad_rows"])
     before = bad.count
-    writer = ShardWriter(folder, ShardInfo(index, first, end, 0, 0, job), plan.id_type, encoder.manifest.dimension)
+    info = ShardInfo(index, first, end, 0, 0, job)
+    writer = ShardWriter(folder, info, plan.id_type, encoder.manifest.dimension, output_precision(options))
     try:
         with contextlib.closing(plan.read(first)) as items:
             encode_items(itertools.islice(items, end - first), encoder, options, writer.write, bad, progress)

@@ -16,6 +16,7 @@ from runtime.corpus.encoding import BadRows, ModelArgs, Progress, describe_model
 from runtime.corpus.errors import CorpusError
 from runtime.corpus.inputs import Columns, Plan
 from runtime.corpus.outputs import SINKS, ShardInfo, Sink, check_sink_suffix, remove_stale
+from runtime.quantization import CALIBRATED, check_output_precision
 
 FOLDER_SUFFIXES = ("", ".parquet")
 
@@ -28,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "window": 2048,  # job peak RSS measured 264 MiB at 2,048, 303 at 4,096 (20k texts)
     "batch_size": 32,
     "skip_bad_rows": False,
+    "output_precision": "float32",  # the vectors' type, as encode(precision=...) takes it
 }
 RAY_SHARDS_PER_ACTOR = 4  # default Ray shards: small enough that every actor gets several
 
@@ -72,6 +74,7 @@ def encode_files(
     progress: bool | None = None,
     ray: bool | str = False,
     actors: int | None = None,
+    output_precision: str | None = None,
 ) -> JobResult:
     """Embed the texts of ``inputs_`` (files, folders, glob patterns, or "-" for stdin) into ``output``.
 
@@ -83,7 +86,10 @@ def encode_files(
     :class:`CorpusError` naming file and line, unless ``skip_bad_rows`` (then counted and logged).
     ``progress``: None shows a bar when stderr is a terminal. ``ray``: True (``ray.init()``, or the caller's
     session) or a cluster address runs the shards on a Ray Data actor pool of ``actors`` actors with ``threads``
-    CPUs each (default: 1 thread, as many actors as the cluster has CPUs).
+    CPUs each (default: 1 thread, as many actors as the cluster has CPUs). ``output_precision``: the vectors' type
+    as ``Encoder.encode(precision=...)`` names it (float32, int8, uint8, binary, ubinary; ``precision`` is the graph
+    variant): .npy gets that dtype, Parquet ``fixed_size_list<float32 | int8 | uint8, width>`` (width = the
+    dimension, or (dimension + 7) // 8 packed bytes), .jsonl integers.
     """
     started = time.perf_counter()
     specs = [inputs_] if isinstance(inputs_, (str, Path)) else list(inputs_)
@@ -97,6 +103,7 @@ def encode_files(
         "window": window,
         "batch_size": batch_size,
         "skip_bad_rows": skip_bad_rows,
+        "output_precision": None if output_precision is None else check_output_precision(output_precision),
     }
     for name, value in {
         "shard_rows": shard_rows,
@@ -123,7 +130,10 @@ def encode_files(
                 f"{out}: rows of an .npy matrix carry no ids, so skipped rows could not be told apart; "
                 "write .jsonl or a folder of shards to skip bad rows"
             )
-        return _file_job(files, out, options, encoder or args.load(), progress, started)
+        encoder = encoder or args.load()
+        if options["output_precision"] not in encoder.output_precisions:
+            raise CorpusError(_no_grid(encoder.folder, str(options["output_precision"])))
+        return _file_job(files, out, options, encoder, progress, started)
     if files == [inputs.STDIN] and (resume or ray):
         raise CorpusError("stdin can be read only once: it cannot be resumed or sent to Ray; save it to a file")
     out.mkdir(parents=True, exist_ok=True)
@@ -148,7 +158,7 @@ def _file_job(
     files: list[str], out: Path, options: dict[str, Any], encoder: runtime.Encoder, show: bool | None, started: float
 ) -> JobResult:
     columns = Columns(options["column"], options["id_column"])
-    sink: Sink = SINKS[out.suffix.lower()](out, encoder.manifest.dimension)
+    sink: Sink = SINKS[out.suffix.lower()](out, encoder.manifest.dimension, options["output_precision"])
     bad = BadRows(options["skip_bad_rows"])
     try:
         with (
@@ -179,7 +189,11 @@ def _folder_job(
     previous = state.read_job(folder)
     state.refuse_foreign(folder, previous, resume)
     remove_stale(folder)
-    options = {k: v if v is not None else (previous or {"options": DEFAULTS})["options"][k] for k, v in asked.items()}
+    # a job started before an option existed ran with its default
+    options = {
+        k: v if v is not None else (previous or {"options": DEFAULTS})["options"].get(k, DEFAULTS[k])
+        for k, v in asked.items()
+    }
     with contextlib.ExitStack() as stack:
         if ray:
             from runtime.corpus import ray_job
@@ -252,6 +266,13 @@ def _run_local(
 
 
 def _spec(planned: Plan, model: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """The job's identity; the int8/uint8 grid is part of the model only for jobs that write those types."""
+    model = dict(model)
+    grid = model.pop("output_ranges_sha256", None)
+    if options["output_precision"] in CALIBRATED:
+        if grid is None:
+            raise CorpusError(_no_grid(None, options["output_precision"]))
+        model["output_ranges_sha256"] = grid
     return {
         "format": state.FORMAT,
         "input": {"fingerprint": planned.fingerprint, "files": [s.describe() for s in planned.sources]},
@@ -261,6 +282,14 @@ def _spec(planned: Plan, model: dict[str, Any], options: dict[str, Any]) -> dict
         "shard_count": -(-planned.records // planned.step),
         "id_type": planned.id_type,
     }
+
+
+def _no_grid(folder: Path | None, precision: str) -> str:
+    where = "the model's manifest" if folder is None else f"{folder}/manifest.json"
+    return (
+        f"{where} has no calibrated output ranges, so output precision {precision!r} is unavailable; add them with "
+        "python -m export calibrate-outputs (float32, binary and ubinary need none)"
+    )
 
 
 @contextlib.contextmanager

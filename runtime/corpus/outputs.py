@@ -15,6 +15,7 @@ import numpy as np
 from runtime.artifact import sha256_file
 from runtime.corpus.errors import CorpusError
 from runtime.corpus.inputs import Row
+from runtime.quantization import OutputPrecision, output_dtype, output_width
 
 SHARD_PREFIX = "part-"
 SHARD_SUFFIX = ".parquet"
@@ -68,15 +69,19 @@ def _fsync_dir(folder: Path) -> None:
 
 
 class Sink:
-    """A single output file written through a temporary file: ``write`` windows, then ``commit`` or ``abort``."""
+    """A single output file written through a temporary file: ``write`` windows, then ``commit`` or ``abort``.
 
-    def __init__(self, path: Path, dimension: int) -> None:
+    Vectors are of the output type ``precision``: ``width`` values (dimension, or packed bytes) of ``dtype``.
+    """
+
+    def __init__(self, path: Path, dimension: int, precision: OutputPrecision = "float32") -> None:
         self.path, self.dimension, self.rows = path, dimension, 0
+        self.width, self.dtype = output_width(precision, dimension), output_dtype(precision).newbyteorder("<")
         self.tmp = temporary(path)
         self.file: IO[bytes] = self.tmp.open("wb")
 
     def write(self, rows: Sequence[Row], vectors: np.ndarray) -> None:
-        """Append one window's rows and their vectors (float32, input order)."""
+        """Append one window's rows and their vectors (of the sink's type, input order)."""
         raise NotImplementedError
 
     def finish(self) -> None:
@@ -95,19 +100,20 @@ class Sink:
 
 
 class NpySink(Sink):
-    """A float32 (n, dim) .npy matrix, streamed: the header is rewritten with the final row count at the end."""
+    """An (n, width) .npy matrix of the output type (float32, int8, uint8), streamed: the header is rewritten with the
+    final row count at the end."""
 
-    def __init__(self, path: Path, dimension: int) -> None:
-        super().__init__(path, dimension)
+    def __init__(self, path: Path, dimension: int, precision: OutputPrecision = "float32") -> None:
+        super().__init__(path, dimension, precision)
         self._header(0)
         self.header_bytes = self.file.tell()
 
     def _header(self, rows: int) -> None:
-        header = {"descr": "<f4", "fortran_order": False, "shape": (rows, self.dimension)}
+        header = {"descr": self.dtype.str, "fortran_order": False, "shape": (rows, self.width)}
         np.lib.format.write_array_header_1_0(self.file, header)
 
     def write(self, rows: Sequence[Row], vectors: np.ndarray) -> None:
-        self.file.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
+        self.file.write(np.ascontiguousarray(vectors, dtype=self.dtype).tobytes())
         self.rows += len(rows)
 
     def finish(self) -> None:
@@ -120,7 +126,8 @@ class NpySink(Sink):
 class JsonlSink(Sink):
     """One JSON object per line: the input record's fields (or ``text``) plus ``embedding``.
 
-    Components are written with 9 significant digits, which read back as the exact float32 values.
+    Float components are written with 9 significant digits, which read back as the exact float32 values; the compact
+    types as integers.
     """
 
     def write(self, rows: Sequence[Row], vectors: np.ndarray) -> None:
@@ -129,7 +136,8 @@ class JsonlSink(Sink):
             record = dict(row.fields) if row.fields is not None else {"text": row.text}
             record.pop("embedding", None)
             head = json.dumps(record)[:-1]
-            numbers = ",".join(["%.9g" % x for x in vector.tolist()])  # noqa: UP031 (faster than format())
+            values = vector.tolist()
+            numbers = ",".join(["%.9g" % x for x in values] if vector.dtype.kind == "f" else map(str, values))  # noqa: UP031
             lines.append(f'{head}{", " if record else ""}"embedding": [{numbers}]}}\n')
         self.file.write("".join(lines).encode("utf-8"))
         self.rows += len(rows)
@@ -158,19 +166,24 @@ class ShardInfo:
 
 
 class ShardWriter:
-    """One Parquet shard (``id``, ``embedding`` as fixed_size_list<float32, dim>), one row group per window."""
+    """One Parquet shard (``id``, ``embedding`` as fixed_size_list<float32 | int8 | uint8, width>), one row group per
+    window; width is the dimension, or the packed bytes of binary/ubinary."""
 
-    def __init__(self, folder: Path, info: ShardInfo, id_type: str, dimension: int) -> None:
+    def __init__(
+        self, folder: Path, info: ShardInfo, id_type: str, dimension: int, precision: OutputPrecision = "float32"
+    ) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        self.pa, self.info, self.dimension = pa, info, dimension
+        self.pa, self.info = pa, info
+        self.dimension, self.dtype = output_width(precision, dimension), output_dtype(precision)
+        value_type = pa.from_numpy_dtype(self.dtype)
         self.final = folder / shard_name(info.shard)
         self.tmp = temporary(self.final)
         self.schema = pa.schema(
             [
                 pa.field("id", pa.int64() if id_type == "int64" else pa.string(), nullable=False),
-                pa.field("embedding", pa.list_(pa.float32(), dimension), nullable=False),
+                pa.field("embedding", pa.list_(value_type, self.dimension), nullable=False),
             ]
         )
         # Embeddings barely compress and would only cost time; ids get the usual dictionary/statistics.
@@ -184,7 +197,7 @@ class ShardWriter:
         if not rows:
             return
         pa = self.pa
-        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
+        flat = pa.array(np.ascontiguousarray(vectors, dtype=self.dtype).reshape(-1))
         columns = [
             pa.array([r.id for r in rows], type=self.schema.field("id").type),
             pa.FixedSizeListArray.from_arrays(flat, self.dimension),

@@ -69,6 +69,7 @@ class Service:
             vocab_size=encoder.vocab_size,
             max_seq_length=encoder.max_seq_length,
             dimension=encoder.get_sentence_embedding_dimension(),
+            precisions=encoder.output_precisions,
         )
         self.inflight = 0  # inputs admitted and not yet answered; touched only on the event loop
         self.draining = False  # set by SIGTERM: /health answers 503 so balancers stop routing here; work goes on
@@ -174,7 +175,7 @@ class Service:
         parsed = parse_openai(body, self.limits, self.model_name)
         job = await self._embed(request, parsed.inputs, truncate=True)
         assert job.out is not None
-        out = _normalize(job.out)
+        out = self.encoder.quantize(_normalize(job.out), parsed.precision)
         content = openai_body(out, self.model_name, job.tokens, parsed.base64)
         return Response(content, media_type=JSON, headers=_timing(job))
 
@@ -184,7 +185,8 @@ class Service:
         job = await self._embed(request, parsed.inputs, truncate=parsed.truncate)
         assert job.out is not None
         out = _normalize(job.out) if parsed.normalize else job.out
-        return Response(tei_body(out), media_type=JSON, headers=_timing(job))
+        out = self.encoder.quantize(out, parsed.precision)
+        return Response(tei_body(out, parsed.base64), media_type=JSON, headers=_timing(job))
 
     async def _admit_and_read(self, request: Request) -> dict[str, Any]:
         """Refuse when full (``__call__`` already did, unless the Starlette app is served on its own); read the body
@@ -253,6 +255,7 @@ class Service:
             "vocab_size": self.limits.vocab_size,
             "device": enc.device,
             "precision": enc.precision.value,
+            "output_precisions": list(enc.output_precisions),
             "version": package_version(),
             "batching": {"batch_size": s.batch_size, "tokens_per_run": TOKENS_PER_RUN[enc.device]},
             "workers": self.batcher.workers,

@@ -9,8 +9,11 @@ from typing import Any
 import numpy as np
 import orjson
 
-OPENAI_FIELDS = {"input", "model", "encoding_format", "dimensions", "user"}
+from runtime.quantization import OUTPUT_PRECISIONS, OutputPrecision
+
+OPENAI_FIELDS = {"input", "model", "encoding_format", "dimensions", "user", "precision"}
 TEI_FIELDS = {"inputs", "normalize", "truncate", "truncation_direction", "prompt_name", "dimensions"}
+TEI_FIELDS |= {"precision", "encoding_format"}  # this server's additions to TEI's /embed
 INPUT_KINDS = "a string, an array of strings, an array of token ids or an array of token-id arrays"
 
 
@@ -49,6 +52,7 @@ class Limits:
     vocab_size: int
     max_seq_length: int
     dimension: int
+    precisions: tuple[str, ...] = OUTPUT_PRECISIONS  # output types the served artifact offers
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class OpenAIRequest:
 
     inputs: Inputs
     base64: bool
+    precision: OutputPrecision = "float32"
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,8 @@ class TeiRequest:
     inputs: Inputs
     normalize: bool
     truncate: bool
+    precision: OutputPrecision = "float32"
+    base64: bool = False
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
@@ -103,16 +110,16 @@ def parse_openai(body: dict[str, Any], limits: Limits, model_name: str) -> OpenA
             param="model",
             code="model_not_found",
         )
-    encoding = body.get("encoding_format")
-    if encoding not in (None, "float", "base64"):
-        raise ApiError(400, f"'encoding_format' must be 'float' or 'base64', got {encoding!r}", param="encoding_format")
+    encoding = _encoding_format(body)
+    precision = _precision(body, limits)
     _check_dimensions(body.get("dimensions"), limits.dimension)
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise ApiError(400, f"'user' must be a string, got {_type(user)}", param="user")
     if "input" not in body:
         raise ApiError(400, "Missing required parameter: 'input'", param="input", code="missing_required_parameter")
-    return OpenAIRequest(inputs=parse_inputs(body["input"], "input", limits), base64=encoding == "base64")
+    inputs = parse_inputs(body["input"], "input", limits)
+    return OpenAIRequest(inputs=inputs, base64=encoding == "base64", precision=precision)
 
 
 def parse_tei(body: dict[str, Any], limits: Limits) -> TeiRequest:
@@ -126,9 +133,12 @@ def parse_tei(body: dict[str, Any], limits: Limits) -> TeiRequest:
     if body.get("prompt_name") is not None:
         raise ApiError(400, "this model has no prompts; 'prompt_name' must be absent", param="prompt_name")
     _check_dimensions(body.get("dimensions"), limits.dimension)
+    encoding = _encoding_format(body)
+    precision = _precision(body, limits)
     if "inputs" not in body:
         raise ApiError(400, "Missing required parameter: 'inputs'", param="inputs", code="missing_required_parameter")
-    return TeiRequest(inputs=parse_inputs(body["inputs"], "inputs", limits), normalize=normalize, truncate=truncate)
+    inputs = parse_inputs(body["inputs"], "inputs", limits)
+    return TeiRequest(inputs, normalize, truncate, precision=precision, base64=encoding == "base64")
 
 
 def parse_inputs(value: object, param: str, limits: Limits) -> Inputs:
@@ -175,20 +185,58 @@ def parse_inputs(value: object, param: str, limits: Limits) -> Inputs:
 
 
 def openai_body(out: np.ndarray, model: str, tokens: int, as_base64: bool) -> bytes:
-    """The OpenAI embeddings response; base64 is little-endian float32, as the openai client decodes it."""
-    if as_base64:
-        raw = np.ascontiguousarray(out, dtype="<f4")
-        vectors: list[Any] = [base64.b64encode(row.tobytes()).decode("ascii") for row in raw]
-    else:
-        vectors = list(out)
+    """The OpenAI embeddings response; base64 is each vector's raw bytes: little-endian float32 (as the openai client
+    decodes it), or one byte per int8/uint8 value or per 8 packed bits."""
+    vectors = _vectors(out, as_base64)
     data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
     body = {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def tei_body(out: np.ndarray) -> bytes:
-    """TEI's /embed response: an array of float arrays."""
-    return orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY)
+def tei_body(out: np.ndarray, as_base64: bool = False) -> bytes:
+    """TEI's /embed response: an array of number arrays (floats, or ints for the compact types), or of base64
+    strings of the raw bytes."""
+    if not as_base64:
+        return orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY)
+    return orjson.dumps(_vectors(out, True))
+
+
+def _vectors(out: np.ndarray, as_base64: bool) -> list[Any]:
+    if not as_base64:
+        return list(out)
+    raw = np.ascontiguousarray(out, dtype="<f4" if out.dtype.kind == "f" else out.dtype)
+    return [base64.b64encode(row.tobytes()).decode("ascii") for row in raw]
+
+
+def _encoding_format(body: dict[str, Any]) -> str | None:
+    encoding = body.get("encoding_format")
+    if encoding not in (None, "float", "base64"):
+        raise ApiError(400, f"'encoding_format' must be 'float' or 'base64', got {encoding!r}", param="encoding_format")
+    return encoding
+
+
+def _precision(body: dict[str, Any], limits: Limits) -> OutputPrecision:
+    """The output type asked for: one of OUTPUT_PRECISIONS that the served artifact offers, else 400."""
+    value = body.get("precision")
+    if value is None:
+        return "float32"
+    for name in OUTPUT_PRECISIONS:
+        if isinstance(value, str) and value == name:
+            if name not in limits.precisions:
+                missing = f"{name!r} needs the int8/uint8 output ranges, which this server's model artifact lacks"
+                raise ApiError(
+                    400,
+                    f"'precision' {missing} (python -m export calibrate-outputs adds them); "
+                    f"available here: {list(limits.precisions)}",
+                    param="precision",
+                    code="precision_unavailable",
+                )
+            return name
+    raise ApiError(
+        400,
+        f"'precision' must be one of {list(OUTPUT_PRECISIONS)} (the type of the returned vectors), got {value!r}",
+        param="precision",
+    )
 
 
 def _token_ids(seq: list[Any], param: str, limits: Limits) -> list[int]:
