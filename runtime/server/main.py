@@ -59,7 +59,9 @@ def warm_up(encoder: runtime.Encoder) -> None:
 def serve(args: argparse.Namespace) -> None:
     """Load the model, warm it, and serve until a signal drains the server."""
     settings = settings_from_args(args)
-    encoder = runtime.load(args.model, provider=args.provider, precision=args.precision, threads=settings.threads)
+    encoder = runtime.load(
+        args.model, provider=args.provider, precision=args.precision, threads=settings.threads, backend=args.backend
+    )
     warm_up(encoder)
     service = Service(encoder, settings)
     config = uvicorn.Config(
@@ -75,5 +77,9 @@ def serve(args: argparse.Namespace) -> None:
         backlog=2048,
         server_header=False,
     )
-    print(f"serving {service.model_name} ({encoder.device}, {encoder.precision.value})", file=sys.stderr, flush=True)
+    print(
+        f"serving {service.model_name} ({encoder.backend}, {encoder.device}, {encoder.precision.value})",
+        file=sys.stderr,
+        flush=True,
+    )
     DrainingServer(config, service).run()
