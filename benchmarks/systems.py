@@ -25,6 +25,7 @@ class System:
     distributions: tuple[str, ...]
     device: str = "cpu"
     needs_checkpoint: bool = True
+    backend: str | None = None  # this runtime's backend= ("auto", "onnxruntime", "openvino"); None for peers
 
 
 ST = ("sentence_transformers", "torch")
@@ -38,7 +39,12 @@ CT2_MODULES, CT2_DISTS = ("ctranslate2", "tokenizers", *ST, "transformers"), ("c
 
 def _runtime(precision: str, device: str = "cpu", distributions: tuple[str, ...] = ("minilm-stsb-onnx",)) -> System:
     name = f"runtime-{precision}" if device == "cpu" else f"runtime-{device}-{precision}"
-    return System(name, "this runtime", "this_runtime", precision, ("runtime",), distributions, device, False)
+    return System(
+        name, "this runtime", "this_runtime", precision, ("runtime",), distributions, device, False, "onnxruntime"
+    )
+
+
+OV_RUNTIME = ("minilm-stsb-onnx[openvino]",)
 
 
 SYSTEMS: tuple[System, ...] = (
@@ -51,6 +57,27 @@ SYSTEMS: tuple[System, ...] = (
     System("openvino-int8", "sentence-transformers OpenVINO static int8", "st_openvino", "int8", OV_MODULES, OV_DISTS),
     _runtime("fp32"),
     _runtime("int8"),
+    System(
+        "runtime-openvino-int8",
+        "this runtime, OpenVINO backend",
+        "this_runtime",
+        "int8",
+        ("runtime", "openvino"),
+        OV_RUNTIME,
+        needs_checkpoint=False,
+        backend="openvino",
+    ),
+    # runtime.load() with every default: "auto" precision means precision=None (the device's best present graph).
+    System(
+        "runtime-auto",
+        "this runtime, runtime.load() defaults",
+        "this_runtime",
+        "auto",
+        ("runtime",),
+        OV_RUNTIME,
+        needs_checkpoint=False,
+        backend="auto",
+    ),
     System("pytorch-cuda-fp32", "PyTorch sentence-transformers", "pytorch_st", "fp32", ST, (ST_DIST,), device="cuda"),
     _runtime("fp16", "cuda", ("minilm-stsb-onnx", "onnxruntime-gpu")),
     System("ctranslate2-fp32", "CTranslate2 Encoder", "ctranslate2_encoder", "fp32", CT2_MODULES, CT2_DISTS),
@@ -86,7 +113,11 @@ def unavailable_reason(system: System, paths: Paths) -> str | None:
         return "this CPU has no bf16 instructions (avx512_bf16 / amx_bf16)"
     if system.needs_checkpoint and not (paths.checkpoint / "modules.json").is_file():
         return f"fine-tuned checkpoint {paths.checkpoint} missing (python -m export train)"
-    if system.adapter == "this_runtime" and not (paths.artifact / f"model.{system.precision}.onnx").is_file():
+    if (
+        system.adapter == "this_runtime"
+        and system.precision != "auto"
+        and not (paths.artifact / f"model.{system.precision}.onnx").is_file()
+    ):
         return f"{paths.artifact / f'model.{system.precision}.onnx'} missing (python -m export onnx)"
     return None
 

@@ -43,8 +43,8 @@ def run(artifact: Path, reference: Path, count: int, tolerance: float, golden: P
     """Encode the check texts with the int8 graph and its reference; compare; return the findings."""
     texts = check_texts(count)
     start = time.perf_counter()
-    int8 = runtime.load(artifact, provider="cpu", precision="int8").encode(texts)
-    exact = runtime.load(reference, provider="cpu", precision="int8").encode(texts)
+    int8 = runtime.load(artifact, provider="cpu", precision="int8", backend="onnxruntime").encode(texts)
+    exact = runtime.load(reference, provider="cpu", precision="int8", backend="onnxruntime").encode(texts)
     diff = float(np.abs(int8 - exact).max())
     result: dict[str, object] = {
         "isa_class_reported": isa_class(),  # qemu-user passes the host's /proc/cpuinfo through: see --label
@@ -57,7 +57,7 @@ def run(artifact: Path, reference: Path, count: int, tolerance: float, golden: P
     result["ok"] = diff <= tolerance and result["probe_error_graph_weights"] == 0.0
     if golden is not None:
         data = json.loads(golden.read_text())
-        encoder = runtime.load(artifact, provider="cpu", precision="int8")
+        encoder = runtime.load(artifact, provider="cpu", precision="int8", backend="onnxruntime")
         worst = max(
             float(np.abs(encoder.encode(text)[: len(dims)] - np.asarray(dims, np.float32)).max())
             for text, dims in data["vectors"].items()
@@ -107,7 +107,7 @@ def write_golden(artifact: Path, reference: Path, texts: list[str], path: Path, 
     """Record the first ``dims`` dimensions of each text's vector, computed by the exact reference, into ``path``."""
     from runtime.artifact import Precision, read_manifest
 
-    encoder = runtime.load(reference, provider="cpu", precision="int8")
+    encoder = runtime.load(reference, provider="cpu", precision="int8", backend="onnxruntime")
     data = {
         "graph_sha256": read_manifest(artifact).variants[Precision.INT8].graph.sha256,
         "computed_by": "export.reference (exact-integer float twin of the int8 graph); regenerate with "

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
+from typing import TypeVar
 
 from runtime import install
-from runtime.errors import ArtifactError, InstallWarning, ProviderUnavailable
+from runtime.backends import Backend
+from runtime.errors import ArtifactError, BackendUnavailable, InstallWarning, ProviderUnavailable
 
 # Before anything imports onnxruntime: two of its builds in one folder can make that import fail.
 install.warn_on_clash()
@@ -21,6 +24,8 @@ except ImportError as err:
 
 __all__ = [
     "ArtifactError",
+    "Backend",
+    "BackendUnavailable",
     "Encoder",
     "InstallWarning",
     "Manifest",
@@ -31,27 +36,39 @@ __all__ = [
     "load",
 ]
 
+E = TypeVar("E", bound=Enum)
+
 
 def load(
     path: str | Path | None = None,
     provider: str = "auto",
     precision: str | None = None,
     threads: int | None = None,
+    backend: str = "auto",
 ) -> Encoder:
     """Load an artifact folder (default: the shipped int8 model) and return its Encoder.
 
     ``provider``: "auto" (CUDA when onnxruntime offers it and the artifact has an fp16/fp32 graph, else CPU), "cpu"
     or "cuda" (raises ProviderUnavailable if it cannot be honoured). ``precision``: "int8", "fp32", "fp16" or None
     for the device's best present graph. ``threads``: intra-op threads (None: one per physical core the process may
-    run on, onnxruntime's default on an unrestricted machine).
+    run on, onnxruntime's default on an unrestricted machine). ``backend``: "onnxruntime" (the exact, portable path),
+    "openvino" (needs the ``openvino`` extra; CPU only; raises BackendUnavailable without it) or "auto": OpenVINO for
+    the int8 graph on a CPU with AVX512_BF16 or AMX when openvino is installed, else onnxruntime
+    (``Encoder.info`` says which and why).
     """
     folder = default_artifact_dir() if path is None else Path(path)
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-    return Encoder(folder, _choice(Provider, provider, "provider"), _precision(precision), threads)
+    return Encoder(
+        folder,
+        _choice(Provider, provider, "provider"),
+        _precision(precision),
+        threads,
+        _choice(Backend, backend, "backend"),
+    )
 
 
-def _choice(enum: type[Provider], value: str, name: str) -> Provider:
+def _choice(enum: type[E], value: str, name: str) -> E:
     try:
         return enum(value)
     except ValueError:

@@ -1,6 +1,6 @@
 """Command line: ``python -m runtime encode | check | info``.
 
-The model options (--model, --provider, --precision) may come before or after the subcommand.
+The model options (--model, --provider, --precision, --backend) may come before or after the subcommand.
 """
 
 from __future__ import annotations
@@ -26,6 +26,12 @@ def _model_options(parser: argparse.ArgumentParser, default: object) -> None:
     )
     parser.add_argument("--provider", default=default, choices=[p.value for p in runtime.Provider])
     parser.add_argument("--precision", default=default, choices=[p.value for p in runtime.Precision])
+    parser.add_argument(
+        "--backend",
+        default=default,
+        choices=[b.value for b in runtime.Backend],
+        help="inference engine (default: auto, see README 'Backends'); openvino needs the 'openvino' extra",
+    )
 
 
 # ---- encode ----
@@ -89,6 +95,7 @@ def _encode(args: argparse.Namespace) -> None:
             model=args.model,
             provider=args.provider,
             precision=args.precision,
+            backend=args.backend,
             threads=args.threads,
             batch_size=args.batch_size,
             window=args.window,
@@ -146,13 +153,15 @@ def _add_info(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
 
 
 def _info(args: argparse.Namespace) -> None:
-    encoder = runtime.load(args.model, provider=args.provider, precision=args.precision)
+    encoder = runtime.load(args.model, provider=args.provider, precision=args.precision, backend=args.backend)
     manifest = encoder.manifest
     info = {
         "artifact": str(encoder.folder),
         "name": manifest.name,
         "device": encoder.device,
         "precision": encoder.precision.value,
+        "backend": encoder.backend,
+        "engine": encoder.info,
         "dimension": manifest.dimension,
         "max_seq_length": manifest.max_seq_length,
         "available_providers": runtime.available_providers(),
@@ -194,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     _model_options(common, argparse.SUPPRESS)
     parser = argparse.ArgumentParser(prog="python -m runtime", description=__doc__)
     _model_options(parser, argparse.SUPPRESS)
-    parser.set_defaults(model=None, provider="auto", precision=None)
+    parser.set_defaults(model=None, provider="auto", precision=None, backend="auto")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in SUBCOMMANDS:
         add(sub, common)

@@ -12,7 +12,8 @@ import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
 from runtime.artifact import Manifest, Precision, read_manifest, verify
-from runtime.errors import ArtifactError, ProviderUnavailable
+from runtime.backends import Backend, Runner, auto_backend
+from runtime.errors import ArtifactError, BackendUnavailable, ProviderUnavailable
 from runtime.quantization import (
     CALIBRATED,
     OUTPUT_PRECISIONS,
@@ -21,7 +22,7 @@ from runtime.quantization import (
     quantize,
     ranges_array,
 )
-from runtime.session import Provider, create_session, infer, plan
+from runtime.session import OnnxRuntimeRunner, Provider, create_session, plan
 
 # Padded tokens per session run, whatever batch_size asks for: this bounds memory (attention grows with
 # batch * seq_len^2) and, on the CPU, keeps activations cache-sized: 1,024-token runs measured 30 % faster than
@@ -41,10 +42,17 @@ class Encoder:
         provider: Provider = Provider.AUTO,
         precision: Precision | None = None,
         threads: int | None = None,
+        backend: Backend = Backend.AUTO,
     ) -> None:
         folder = Path(folder)
         self.folder = folder
         self.manifest: Manifest = read_manifest(folder)
+        if backend is Backend.OPENVINO and provider is Provider.CUDA:
+            raise BackendUnavailable(
+                "backend='openvino' runs on the CPU only; provider='cuda' needs backend='onnxruntime' (or 'auto')"
+            )
+        if backend is Backend.OPENVINO:
+            provider = Provider.CPU
         chosen = plan(self.manifest, folder, provider, precision)
         self.device: str = chosen.device
         self.precision: Precision = chosen.precision
@@ -54,7 +62,40 @@ class Encoder:
         self._vocab_size = int(self._tokenizer.get_vocab_size())
         ranges = self.manifest.output_ranges
         self._ranges = None if ranges is None else ranges_array(ranges)
+        self._auto: str | None = None
+        if backend is Backend.AUTO:
+            choice = auto_backend(self.device, self.precision)
+            backend, self._auto = choice.backend, choice.reason
         graph = verify(folder, self.manifest.variants[self.precision].graph)
+        self._runner: Runner
+        if backend is Backend.OPENVINO:
+            try:
+                self._runner = _openvino_runner(graph, self.manifest.dimension, threads)
+            except (BackendUnavailable, ArtifactError) as err:
+                if self._auto is None:
+                    raise
+                log.warning("OpenVINO unusable, backend='auto' uses onnxruntime: %s", err)
+                backend, self._auto = Backend.ONNXRUNTIME, f"OpenVINO failed: {err}"
+            else:
+                if self._auto is not None:
+                    inference = self._runner.info()["inference_precision"]
+                    # f32 keeps the portable path's precision class (int8 matrix multiplies, f32 elsewhere); the
+                    # opt-in bf16 does not, and failed the cosine gate: say so louder.
+                    log.log(
+                        logging.INFO if inference == "f32" else logging.WARNING,
+                        "backend='auto' chose OpenVINO (%s), %s %s inference: vectors close to, not bit-identical "
+                        "with, the portable onnxruntime int8 ones (backend='onnxruntime' gives those)",
+                        self._auto,
+                        self.precision.value,
+                        inference,
+                    )
+        self.backend: str = backend.value
+        if backend is Backend.ONNXRUNTIME:
+            self._runner = self._onnxruntime_runner(graph, provider, precision, threads)
+
+    def _onnxruntime_runner(
+        self, graph: Path, provider: Provider, precision: Precision | None, threads: int | None
+    ) -> OnnxRuntimeRunner:
         # onnxruntime reads the file itself: handing it a Python bytes copy costs ~20 MiB more peak RSS.
         try:
             self._session: ort.InferenceSession = create_session(graph, self.manifest.dimension, self.device, threads)
@@ -62,13 +103,32 @@ class Encoder:
             if provider is not Provider.AUTO:
                 raise
             log.warning("CUDA unusable, provider='auto' uses the CPU: %s", err)
-            fallback = plan(self.manifest, folder, Provider.CPU, precision)
+            fallback = plan(self.manifest, self.folder, Provider.CPU, precision)
             self.device, self.precision = fallback.device, fallback.precision
-            graph = verify(folder, self.manifest.variants[self.precision].graph)
+            graph = verify(self.folder, self.manifest.variants[self.precision].graph)
             self._session = create_session(graph, self.manifest.dimension, self.device, threads)
+        return OnnxRuntimeRunner(self._session, self.device, threads)
+
+    @property
+    def info(self) -> dict[str, object]:
+        """How this encoder computes: backend, engine, device, graph precision, inference precision, threads, and
+        for OpenVINO its compiled-model settings and compile time; ``auto`` says why ``backend="auto"`` chose it."""
+        details = self._runner.info()
+        inference = details.pop("inference_precision", None) or ("fp16" if self.precision is Precision.FP16 else "f32")
+        return {
+            "backend": self.backend,
+            "device": self.device,
+            "graph_precision": self.precision.value,
+            "inference_precision": inference,
+            **details,
+            "auto": self._auto,
+        }
 
     def __repr__(self) -> str:
-        return f"Encoder({str(self.folder)!r}, device={self.device!r}, precision={self.precision.value!r})"
+        return (
+            f"Encoder({str(self.folder)!r}, backend={self.backend!r}, device={self.device!r}, "
+            f"precision={self.precision.value!r})"
+        )
 
     def get_sentence_embedding_dimension(self) -> int:
         """Length of each embedding (384 for the shipped model)."""
@@ -106,7 +166,7 @@ class Encoder:
         ids = self._token_ids(texts)
         out = np.empty((len(ids), self.manifest.dimension), dtype=np.float32)
         with _progress_bar(len(ids), show_progress_bar) as advance:
-            for rows in _batches(ids, batch_size, TOKENS_PER_RUN[self.device]):
+            for rows in _batches(ids, batch_size, TOKENS_PER_RUN[self.device], self._runner.equal_lengths):
                 out[rows] = self._run([ids[i] for i in rows])
                 advance(len(rows))
         if normalize_embeddings and len(out):
@@ -169,9 +229,9 @@ class Encoder:
             input_ids[i, : len(r)] = r
             attention_mask[i, : len(r)] = 1
         try:
-            emb = infer(self._session, self.device, {"input_ids": input_ids, "attention_mask": attention_mask})
+            emb = self._runner.run(input_ids, attention_mask)
         except Exception as err:
-            raise RuntimeError(f"onnxruntime failed on a batch of shape {input_ids.shape}: {err}") from err
+            raise RuntimeError(f"{self.backend} failed on a batch of shape {input_ids.shape}: {err}") from err
         if not np.isfinite(emb).all():
             raise RuntimeError(
                 f"{self.folder}: graph produced non-finite embeddings for a batch of shape {input_ids.shape}"
@@ -194,7 +254,9 @@ class Encoder:
     def batch_plan(self, ids: Sequence[Sequence[int]], batch_size: int = 32) -> list[list[int]]:
         """Row indices of each session run ``encode`` makes for these token sequences (the same batching rules)."""
         _check_batch_size(batch_size)
-        return list(_batches([list(r) for r in ids], batch_size, TOKENS_PER_RUN[self.device]))
+        return list(
+            _batches([list(r) for r in ids], batch_size, TOKENS_PER_RUN[self.device], self._runner.equal_lengths)
+        )
 
     def embed_ids(self, rows: Sequence[Sequence[int]], normalize_embeddings: bool = True) -> np.ndarray:
         """Embed token-id sequences in ONE session run -> float32 (n, dim); plan runs with ``batch_plan``.
@@ -214,6 +276,12 @@ class Encoder:
         if normalize_embeddings:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), np.float32(1e-12))
         return out
+
+
+def _openvino_runner(graph: Path, dimension: int, threads: int | None) -> Runner:
+    from runtime.openvino_backend import OpenVINORunner  # imports openvino: only when this backend is asked for
+
+    return OpenVINORunner(graph, dimension, threads)
 
 
 def _load_tokenizer(path: Path, max_seq_length: int) -> Tokenizer:
@@ -255,15 +323,22 @@ def _check_batch_size(batch_size: object) -> None:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
 
-def _batches(ids: list[list[int]], batch_size: int, max_tokens: int) -> Iterator[list[int]]:
-    """Row indices grouped longest-first so each batch pads little, each within batch_size and max_tokens."""
+def _batches(
+    ids: list[list[int]], batch_size: int, max_tokens: int, equal_lengths: bool = False
+) -> Iterator[list[int]]:
+    """Row indices grouped longest-first so each batch pads little, each within batch_size and max_tokens; with
+    ``equal_lengths`` a batch also holds rows of one token count only (for engines whose vectors change with padding).
+    """
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     start = 0
     while start < len(order):
         longest = len(ids[order[start]])
         size = max(1, min(batch_size, max_tokens // longest))
-        yield order[start : start + size]
-        start += size
+        end = min(start + size, len(order))
+        if equal_lengths:
+            end = next((k for k in range(start, end) if len(ids[order[k]]) != longest), end)
+        yield order[start:end]
+        start = end
 
 
 @contextlib.contextmanager

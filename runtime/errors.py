@@ -11,3 +11,8 @@ class ProviderUnavailable(RuntimeError):
 
 class InstallWarning(RuntimeWarning):
     """The environment holds two onnxruntime builds (or both runtime distributions) that overwrite each other."""
+
+
+class BackendUnavailable(ProviderUnavailable):
+    """An explicitly requested inference backend (``backend="openvino"``) cannot be used: not installed, or it cannot
+    run the requested device or graph."""

@@ -214,6 +214,29 @@ def infer_bound(session: ort.InferenceSession, device: str, feeds: dict[str, np.
     return np.asarray(binding.copy_outputs_to_cpu()[0])
 
 
+class OnnxRuntimeRunner:
+    """The Encoder's view of an onnxruntime session (a session is thread-safe: one serves every thread)."""
+
+    equal_lengths = False
+
+    def __init__(self, session: ort.InferenceSession, device: str, threads: int | None) -> None:
+        self.session, self.device, self._threads = session, device, threads
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """Embed one padded batch -> float32 (n, dim)."""
+        return infer(self.session, self.device, {"input_ids": input_ids, "attention_mask": attention_mask})
+
+    def info(self) -> dict[str, object]:
+        """Engine, provider and intra-op threads (None: onnxruntime's default, one per physical core)."""
+        threads = self._threads if self._threads is not None else restricted_cores()
+        return {
+            "backend": "onnxruntime",
+            "engine": onnxruntime_build(),
+            "providers": list(self.session.get_providers()),
+            "threads": threads,
+        }
+
+
 def check_contract(session: ort.InferenceSession, path: Path, dimension: int) -> None:
     """The graph must take input_ids/attention_mask (int64) and return sentence_embedding (batch, dimension)."""
     inputs = {i.name: i for i in session.get_inputs()}

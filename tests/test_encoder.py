@@ -206,10 +206,11 @@ def test_threads_setting_gives_same_vectors(default_dir: Path, encoder: runtime.
     np.testing.assert_allclose(single.encode(SENTENCES), encoder.encode(SENTENCES), atol=1e-5)
 
 
-def test_io_bound_run_matches_plain_run(encoder: runtime.Encoder) -> None:
+def test_io_bound_run_matches_plain_run(default_dir: Path) -> None:
     """The CUDA path's IO binding, exercised with a host-side output on the CPU provider."""
     from runtime.session import infer, infer_bound
 
+    encoder = runtime.load(default_dir, provider="cpu", backend="onnxruntime")
     ids = np.array(encoder.tokenize(["a bound run", "must equal the plain run"])[0:1] * 2, dtype=np.int64)
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
     np.testing.assert_array_equal(infer_bound(encoder._session, "cpu", feeds), infer(encoder._session, "cpu", feeds))

@@ -65,13 +65,13 @@ def test_shipped_int8_equals_its_exact_reference_on_this_cpu(
     encoder: runtime.Encoder, shipped_reference: Path, dev_pairs
 ) -> None:
     texts = [p.s1 for p in dev_pairs[:100]] + [p.s2 for p in dev_pairs[:100]] + [LONG_TEXT]
-    exact = runtime.load(shipped_reference, provider="cpu", precision="int8").encode(texts)
+    exact = runtime.load(shipped_reference, provider="cpu", precision="int8", backend="onnxruntime").encode(texts)
     np.testing.assert_allclose(encoder.encode(texts), exact, atol=1e-5, rtol=0)
 
 
 def test_golden_vectors_come_from_the_exact_reference(shipped_reference: Path) -> None:
     golden = json.loads(GOLDEN.read_text())
-    exact = runtime.load(shipped_reference, provider="cpu", precision="int8")
+    exact = runtime.load(shipped_reference, provider="cpu", precision="int8", backend="onnxruntime")
     for text, dims in golden["vectors"].items():
         np.testing.assert_allclose(exact.encode(text)[: len(dims)], dims, atol=2e-6)
 
@@ -167,7 +167,7 @@ def test_both_ffn_output_schemes_track_pytorch(mode: str, tiny_model, tiny_artif
     texts = [p.s1 for p in read_sts_dev()[:64]]
     reference = tiny_model.encode(texts, convert_to_numpy=True)
     session = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
-    encoder = runtime.load(tiny_artifact, precision="int8")
+    encoder = runtime.load(tiny_artifact, precision="int8", backend="onnxruntime")
     got = np.concatenate([session.run(None, _feeds(encoder.tokenize([t])))[0] for t in texts])
     cosine = np.sum(got * reference, axis=1) / np.linalg.norm(reference, axis=1)
     # measured 0.999999 for both; without the bias correction the shifted scheme gives 0.9985

@@ -59,6 +59,27 @@ def test_import_and_encode_leave_torch_out(tmp_path: Path) -> None:
     assert result["corpus"] == []
 
 
+OPENVINO_PROBE = """
+import json, sys
+import runtime
+after_import = "openvino" in sys.modules
+runtime.load(backend="onnxruntime").encode(["hello"])
+print(json.dumps({"import": after_import, "onnxruntime_backend": "openvino" in sys.modules}))
+"""
+
+
+def test_openvino_is_imported_only_when_its_backend_is_built(tmp_path: Path) -> None:
+    """``import runtime`` and the onnxruntime backend leave openvino (the optional extra) unimported."""
+    env = dict(CLEAN_ENV)
+    if not _installed(tmp_path):
+        env["PYTHONPATH"] = str(REPO)
+    done = subprocess.run(
+        [sys.executable, "-c", OPENVINO_PROBE], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"import": False, "onnxruntime_backend": False}
+
+
 DISTRIBUTION = "minilm-stsb-onnx"
 MODEL = "runtime/artifacts/minilm-l6-stsb"
 

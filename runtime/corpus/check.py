@@ -214,7 +214,11 @@ def _compare_sample(
     report: CheckReport,
 ) -> None:
     if encoder is None:
-        args = ModelArgs(None if model is None else str(model), job_model["device"], job_model["precision"])
+        # Jobs recorded before backends existed ran on onnxruntime.
+        backend = job_model.get("backend", "onnxruntime")
+        args = ModelArgs(
+            None if model is None else str(model), job_model["device"], job_model["precision"], None, backend
+        )
         encoder = args.load()
     found = describe_model(encoder)
     if found["graph_sha256"] != job_model["graph_sha256"] or found["tokenizer_sha256"] != job_model["tokenizer_sha256"]:

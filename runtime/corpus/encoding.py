@@ -20,6 +20,7 @@ import numpy as np
 
 import runtime
 from runtime.artifact import default_artifact_dir, read_manifest
+from runtime.backends import auto_backend
 from runtime.corpus import inputs
 from runtime.corpus.errors import CorpusError
 from runtime.corpus.inputs import BadRow, Columns, Item, Plan, Row
@@ -42,22 +43,27 @@ class ModelArgs:
     provider: str = "auto"
     precision: str | None = None
     threads: int | None = None
+    backend: str = "auto"
 
     def load(self, threads: int | None = None) -> runtime.Encoder:
         """Load the encoder (``threads`` overrides the intra-op thread count)."""
-        return runtime.load(self.path, self.provider, self.precision, threads or self.threads)
+        return runtime.load(self.path, self.provider, self.precision, threads or self.threads, self.backend)
 
     def describe(self) -> dict[str, Any]:
         """What :func:`describe_model` would say of the loaded encoder, without building a session."""
         folder = default_artifact_dir() if self.path is None else Path(self.path)
         manifest = read_manifest(folder)
-        chosen = plan_device(manifest, folder, Provider(self.provider), runtime._precision(self.precision))
-        return _model_record(manifest, chosen.precision, chosen.device)
+        backend = runtime._choice(runtime.Backend, self.backend, "backend")
+        provider = Provider.CPU if backend is runtime.Backend.OPENVINO else Provider(self.provider)
+        chosen = plan_device(manifest, folder, provider, runtime._precision(self.precision))
+        if backend is runtime.Backend.AUTO:
+            backend = auto_backend(chosen.device, chosen.precision).backend
+        return _model_record(manifest, chosen.precision, chosen.device, backend.value)
 
 
 def describe_model(encoder: runtime.Encoder) -> dict[str, Any]:
     """The model as a job records it: a change in any of these makes a job refuse to resume."""
-    return _model_record(encoder.manifest, encoder.precision, encoder.device)
+    return _model_record(encoder.manifest, encoder.precision, encoder.device, encoder.backend)
 
 
 def output_precision(options: dict[str, Any]) -> OutputPrecision:
@@ -65,13 +71,16 @@ def output_precision(options: dict[str, Any]) -> OutputPrecision:
     return check_output_precision(options.get("output_precision", "float32"))
 
 
-def _model_record(manifest: runtime.Manifest, precision: runtime.Precision, device: str) -> dict[str, Any]:
+def _model_record(
+    manifest: runtime.Manifest, precision: runtime.Precision, device: str, backend: str
+) -> dict[str, Any]:
     ranges = manifest.output_ranges
     grid = None if ranges is None else hashlib.sha256(json.dumps([ranges.low, ranges.high]).encode()).hexdigest()
     return {
         "name": manifest.name,
         "precision": precision.value,
         "device": device,
+        "backend": backend,
         "graph_sha256": manifest.variants[precision].graph.sha256,
         "tokenizer_sha256": manifest.tokenizer.sha256,
         "dimension": manifest.dimension,

@@ -66,6 +66,7 @@ def encode_files(
     model: str | Path | None = None,
     provider: str = "auto",
     precision: str | None = None,
+    backend: str = "auto",
     threads: int | None = None,
     batch_size: int | None = None,
     window: int | None = None,
@@ -115,9 +116,9 @@ def encode_files(
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if encoder is not None:
-        args = ModelArgs(str(encoder.folder), encoder.device, encoder.precision.value, threads)
+        args = ModelArgs(str(encoder.folder), encoder.device, encoder.precision.value, threads, encoder.backend)
     else:
-        args = ModelArgs(None if model is None else str(model), provider, precision, threads)
+        args = ModelArgs(None if model is None else str(model), provider, precision, threads, backend)
     folder_output = _is_folder(output)
     _refuse_overwriting_inputs(files, out, folder_output)
     if not folder_output:

@@ -103,7 +103,9 @@ def serve(args: argparse.Namespace) -> None:
     encoders = []
     for worker_cpus in cpus:
         with _pinned(worker_cpus):
-            encoder = runtime.load(args.model, provider=args.provider, precision=args.precision, threads=threads)
+            encoder = runtime.load(
+                args.model, provider=args.provider, precision=args.precision, threads=threads, backend=args.backend
+            )
             warm_up(encoder)
         encoders.append(encoder)
     encoder = encoders[0]
@@ -123,7 +125,8 @@ def serve(args: argparse.Namespace) -> None:
     )
     layout = ", ".join("any CPU" if c is None else f"CPUs {sorted(c)}" for c in cpus)
     print(
-        f"serving {service.model_name} ({encoder.device}, {encoder.precision.value}): {workers} worker(s) x "
+        f"serving {service.model_name} ({encoder.backend}, {encoder.device}, {encoder.precision.value}): "
+        f"{workers} worker(s) x "
         f"{threads} thread(s), on {layout}",
         file=sys.stderr,
         flush=True,
