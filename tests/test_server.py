@@ -593,8 +593,13 @@ def test_full_service_refuses_in_its_asgi_entry_without_routing_or_reading_the_b
     assert start["status"] == 429 and headers[b"retry-after"] == b"1"
     assert json.loads(body["body"])["error"]["code"] == "rate_limit_exceeded"  # type: ignore[arg-type]
     assert service.metrics.requests.labels("/v1/embeddings", "429")._value.get() == 1
-    # Without the key the request goes on to the app (which answers 401), and so does any request once not full.
+    # Without the key the request goes on to its endpoint (which answers 401), and so does any request once not
+    # full: it reads the body (this receive() raises, which the endpoint answers 500).
     for scope_headers, inflight in (([], 4), ([(b"authorization", b"Bearer nope")], 4), (scope["headers"], 3)):
         service.inflight = inflight
-        with pytest.raises(AssertionError, match="routed to Starlette"):
-            asyncio.run(service({**scope, "headers": scope_headers}, receive, send))
+        sent.clear()
+        asyncio.run(service({**scope, "headers": scope_headers}, receive, send))
+        assert sent[0]["status"] == (401 if scope_headers != scope["headers"] else 500), sent
+    # Other routes still go through Starlette.
+    with pytest.raises(AssertionError, match="routed to Starlette"):
+        asyncio.run(service({**scope, "path": "/health", "method": "GET"}, receive, send))

@@ -79,11 +79,17 @@ class Service:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI application. A full server refuses embedding requests here, before routing or reading the body:
-        under overload most requests are refused, and every cycle they take is one inference does not get."""
-        if scope["type"] == "http" and self.inflight >= self.settings.max_inflight_inputs:
-            route = ADMITTED_ROUTES.get(scope["path"])
-            if route is not None and scope["method"] == "POST" and self._authorized(scope["headers"]):
-                await self._refuse(route, scope, receive, send)
+        under overload most requests are refused, and every cycle they take is one inference does not get. Other
+        embedding requests go straight to their endpoint, which answers every error itself: Starlette's router and
+        middleware cost each request CPU that inference then lacks."""
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self._embedding_endpoints.get(scope["path"])
+            if endpoint is not None:
+                if self.inflight >= self.settings.max_inflight_inputs and self._authorized(scope["headers"]):
+                    await self._refuse(ADMITTED_ROUTES[scope["path"]], scope, receive, send)
+                    return
+                response = await endpoint(Request(scope, receive, send))
+                await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -106,8 +112,9 @@ class Service:
 
     def _build(self) -> Starlette:
         embed = {"/v1/embeddings": self._openai, "/embed": self._tei}
+        self._embedding_endpoints = {path: self._route(name, embed[name]) for path, name in ADMITTED_ROUTES.items()}
         routes = [
-            *(Route(path, self._route(name, embed[name]), methods=["POST"]) for path, name in ADMITTED_ROUTES.items()),
+            *(Route(path, endpoint, methods=["POST"]) for path, endpoint in self._embedding_endpoints.items()),
             Route("/health", self._health, methods=["GET"]),
             Route("/info", self._route("/info", self._info), methods=["GET"]),
             Route("/v1/models", self._route("/v1/models", self._models), methods=["GET"]),

@@ -103,7 +103,8 @@ class Batcher:
             threading.Thread(target=self._work, args=(i,), name=f"embed-inference-{i}", daemon=True)
             for i in range(len(self._encoders))
         ]
-        metrics.queue_inputs.set_function(lambda: self._queued)
+        self._pooled = [0] * len(self._encoders)  # rows in each worker's pool, tokenised and waiting for a run
+        metrics.queue_inputs.set_function(lambda: self._queued + sum(self._pooled))
         for i in range(len(self._encoders)):
             metrics.worker_busy_seconds.labels(str(i))  # listed at 0 before a worker's first step
 
@@ -171,12 +172,14 @@ class Batcher:
                 if len(live) < len(pending):
                     self._metrics.dropped.inc(sum(not row[0].failed for row in pending) - len(live))
                     pending = live
+                self._pooled[index] = len(pending)
                 if pending:
                     run = self._next_run(pending)
                     chosen = set(run)
                     batch = [pending[r] for r in run]
                     pending = [row for r, row in enumerate(pending) if r not in chosen]
                     pending_tokens -= sum(len(_ids(job)[i]) for job, i in batch)
+                    self._pooled[index] = len(pending)
                     self._run(encoder, batch)
             except Exception as err:  # a session failure fails the requests it touched, never the thread
                 log.exception("inference run failed")
@@ -185,6 +188,7 @@ class Batcher:
                     job.failed = True
                     _resolve(job, err)
                 pending, pending_tokens = [], 0
+                self._pooled[index] = 0
             busy.inc(time.perf_counter() - start)
 
     def _take(self, room: int) -> list[Job]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib.util
 import logging
 import os
@@ -110,6 +111,10 @@ def serve(args: argparse.Namespace) -> None:
         encoders.append(encoder)
     encoder = encoders[0]
     service = Service(encoders, settings, cpus)
+    # Everything loaded so far lives as long as the process: keep it out of the collector's full passes, which
+    # otherwise walk it again and again on the event loop's thread.
+    gc.collect()
+    gc.freeze()
     config = uvicorn.Config(
         service,
         host=settings.host,
