@@ -19,8 +19,10 @@ from runtime.backends import OPENVINO_INSTALL
 from runtime.cpu import restricted_cores
 from runtime.errors import ArtifactError, BackendUnavailable
 
-# A folder for OpenVINO's compiled-model cache (its CACHE_DIR): later loads import the compiled blob instead of
-# converting and compiling the ONNX graph again. Unset: no cache, nothing is written.
+# OpenVINO's compiled-model cache (its CACHE_DIR): later loads import the compiled blob (~24 MB) instead of converting
+# and compiling the ONNX graph again (measured 0.2 s instead of 0.5 s here). OpenVINO keys each blob by the graph's
+# content, the settings and its own version. Default: the user's cache folder; the variable names another folder,
+# and an empty value turns the cache off. An unwritable folder also leaves it off.
 CACHE_ENV = "MINILM_OPENVINO_CACHE_DIR"
 
 # Inference precision of the float parts (attention, layer norms, GELU); OpenVINO's CPU default is bf16 where the CPU
@@ -67,7 +69,7 @@ class OpenVINORunner:
         ov = _import_openvino()
         self._ov = ov
         core = ov.Core()
-        cache_dir = os.environ.get(CACHE_ENV) or None
+        cache_dir = _cache_dir()
         if cache_dir:
             core.set_property({"CACHE_DIR": cache_dir})
         if threads is None:
@@ -119,7 +121,7 @@ class OpenVINORunner:
                 rows = np.flatnonzero(lengths == length)
                 ids = np.ascontiguousarray(input_ids[rows, :length])
                 mask = np.ascontiguousarray(attention_mask[rows, :length])
-                request.infer({INPUT_NAMES[0]: ids, INPUT_NAMES[1]: mask})
+                request.infer({INPUT_NAMES[0]: ids, INPUT_NAMES[1]: mask}, share_inputs=True)
                 out[rows] = request.get_tensor(self._output).data
         finally:
             self._requests.put(request)
@@ -144,6 +146,21 @@ class OpenVINORunner:
             "batches": "rows of one token length per inference (no padding)",
         }
         return info
+
+
+def _cache_dir() -> str | None:
+    """The compiled-model cache folder (created if needed), or None when turned off or not writable."""
+    value = os.environ.get(CACHE_ENV)
+    if value is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        value = os.path.join(base, "minilm-stsb-onnx", "openvino")
+    if not value.strip():
+        return None
+    try:
+        os.makedirs(value, exist_ok=True)
+    except OSError:
+        return None
+    return value if os.access(value, os.W_OK | os.X_OK) else None
 
 
 def _plain(value: object) -> object:

@@ -272,3 +272,18 @@ def test_bf16_inference_is_opt_in(default_dir: Path, ov_encoder: runtime.Encoder
     monkeypatch.setenv("MINILM_OPENVINO_INFERENCE_PRECISION", "fp8")
     with pytest.raises(ValueError, match="MINILM_OPENVINO_INFERENCE_PRECISION must be one of"):
         runtime.load(default_dir, backend="openvino")
+
+
+def test_compiled_model_cache(default_dir: Path, ov_encoder: runtime.Encoder, tmp_path: Path, monkeypatch) -> None:
+    """The first load writes OpenVINO's compiled blob to the cache folder, the next one imports it and gives the same
+    vectors; an empty MINILM_OPENVINO_CACHE_DIR writes nothing."""
+    monkeypatch.setenv("MINILM_OPENVINO_CACHE_DIR", str(tmp_path / "cache"))
+    first = runtime.load(default_dir, backend="openvino")
+    assert (first.info["cache_dir"], first.info["loaded_from_cache"]) == (str(tmp_path / "cache"), False)
+    assert [p.suffix for p in (tmp_path / "cache").iterdir()] == [".blob"]
+    second = runtime.load(default_dir, backend="openvino")
+    assert second.info["loaded_from_cache"] is True
+    np.testing.assert_array_equal(second.encode(TEXTS), ov_encoder.encode(TEXTS))
+    monkeypatch.setenv("MINILM_OPENVINO_CACHE_DIR", "")
+    off = runtime.load(default_dir, backend="openvino")
+    assert (off.info["cache_dir"], off.info["loaded_from_cache"]) == (None, False)
