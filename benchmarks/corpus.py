@@ -76,7 +76,10 @@ def child_local(source: Path, out: Path) -> dict[str, Any]:
     result = encode_files(source, out, provider="cpu", progress=False)
     done.set()
     sampler.join()
+    import pyarrow
+
     return {
+        "arrow_pool": pyarrow.default_memory_pool().backend_name,
         "texts": result.rows,
         "seconds": result.seconds,
         "first_shard_s": result.first_shard_seconds,
@@ -132,11 +135,15 @@ def loadavg() -> list[float]:
 
 
 def run_child(kind: str, *args: str, timeout: float = 7200) -> dict[str, Any]:
-    """Run one measurement in a fresh process; returns its JSON with the load before and after."""
+    """Run one measurement in a fresh process (with the environment the CLI gives a job: Arrow on malloc); returns
+    its JSON with the load before and after."""
+    from runtime.corpus.outputs import arrow_pool_env
+
     before = loadavg()
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.corpus", "child", kind, *args],
         cwd=REPO,
+        env={**os.environ, **arrow_pool_env()},
         capture_output=True,
         text=True,
         timeout=timeout,
