@@ -54,3 +54,29 @@ def test_a_pool_the_environment_names_wins(monkeypatch: pytest.MonkeyPatch) -> N
     assert arrow_pool_env() == {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}
     monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL")
     assert arrow_pool_env() == {"ARROW_DEFAULT_MEMORY_POOL": "system"}
+
+
+def test_writing_a_shard_does_not_import_pandas(tmp_path: Path) -> None:
+    pytest.importorskip("pandas")  # only where it is installed can it be imported by mistake
+    pytest.importorskip("pyarrow.parquet")
+    code = f"""
+import sys
+from pathlib import Path
+import numpy as np
+from runtime.corpus.inputs import Row
+from runtime.corpus.outputs import ShardInfo, ShardWriter
+for shard, (id_type, ids) in enumerate([("int64", [3, -1]), ("string", ["a", "é"])]):
+    writer = ShardWriter(Path({str(tmp_path)!r}), ShardInfo(shard, 0, 2, 0, 0, "job"), id_type, 4)
+    writer.write([Row(i, "text") for i in ids], np.ones((2, 4), dtype=np.float32))
+    writer.commit(0)
+print("pandas" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "False"
+    import pyarrow.parquet as pq
+
+    tables = [pq.read_table(p) for p in sorted(tmp_path.glob("part-*.parquet"))]
+    assert [t.column("id").to_pylist() for t in tables] == [[3, -1], ["a", "é"]]
+    assert [str(t.schema.field("id").type) for t in tables] == ["int64", "string"]
+    assert tables[1].column("embedding").to_pylist() == [[1.0] * 4, [1.0] * 4]

@@ -195,13 +195,26 @@ class ShardWriter:
         if not rows:
             return
         pa = self.pa
-        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
-        columns = [
-            pa.array([r.id for r in rows], type=self.schema.field("id").type),
-            pa.FixedSizeListArray.from_arrays(flat, self.dimension),
-        ]
+        # Arrays are built from buffers: pa.array() imports pandas when it is installed (+40 MiB RSS, for nothing).
+        flat = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1)
+        embeddings = pa.Array.from_buffers(pa.float32(), len(flat), [None, pa.py_buffer(flat)])
+        columns = [self._ids(rows), pa.FixedSizeListArray.from_arrays(embeddings, self.dimension)]
         self.writer.write_table(pa.Table.from_arrays(columns, schema=self.schema))
         self.rows += len(rows)
+
+    def _ids(self, rows: Sequence[Row]) -> Any:
+        """The id column (the reader checked each id: an int64, or valid UTF-8)."""
+        pa = self.pa
+        if self.schema.field("id").type == pa.int64():
+            ids = np.fromiter((r.id for r in rows), dtype=np.int64, count=len(rows))
+            return pa.Array.from_buffers(pa.int64(), len(rows), [None, pa.py_buffer(ids)])
+        encoded = [str(r.id).encode("utf-8") for r in rows]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in encoded], out=offsets[1:])
+        data = pa.py_buffer(b"".join(encoded))
+        return pa.Array.from_buffers(pa.large_string(), len(rows), [None, pa.py_buffer(offsets), data]).cast(
+            pa.string()
+        )
 
     def commit(self, bad_rows: int) -> ShardInfo:
         """Close, record the shard in its footer, and rename it into place; returns its final description."""
