@@ -4,9 +4,11 @@ cores, and actor scaling (for a many-core machine). Texts are STS-B dev sentence
 python -m benchmarks.corpus local [--texts 1000000] [--round-texts 100000] [--rounds 2]
 python -m benchmarks.corpus ray [--texts 100000] [--rounds 2]
 python -m benchmarks.corpus scale --out DIR [--actors 1,2,4,8] [--texts-per-actor 10000] [--threads 1]
+python -m benchmarks.corpus memory [--texts 10000,60000] [--pools system,mimalloc]
 
 local and ray write into ``--out`` (default benchmarks/results) ``corpus-<machine>.{json,md}``, each keeping the
-other's section; scale writes ``DIR/corpus-scale-<machine>.{json,md}``. Every measurement runs in a fresh child process
+other's section; scale writes ``DIR/corpus-scale-<machine>.{json,md}``, memory ``corpus-memory-<machine>.{json,md}``
+(where a CLI job's peak RSS goes, stage by stage; no timing). Every measurement runs in a fresh child process
 (``python -m benchmarks.corpus child ...``) that prints one JSON line; rounds alternate the systems, so a load
 change on a shared machine hits all of them alike. The load average is recorded before and after each run.
 """
@@ -76,7 +78,10 @@ def child_local(source: Path, out: Path) -> dict[str, Any]:
     result = encode_files(source, out, provider="cpu", progress=False)
     done.set()
     sampler.join()
+    import pyarrow
+
     return {
+        "arrow_pool": pyarrow.default_memory_pool().backend_name,
         "texts": result.rows,
         "seconds": result.seconds,
         "first_shard_s": result.first_shard_seconds,
@@ -132,11 +137,15 @@ def loadavg() -> list[float]:
 
 
 def run_child(kind: str, *args: str, timeout: float = 7200) -> dict[str, Any]:
-    """Run one measurement in a fresh process; returns its JSON with the load before and after."""
+    """Run one measurement in a fresh process (with the environment the CLI gives a job: Arrow on malloc); returns
+    its JSON with the load before and after."""
+    from runtime.corpus.outputs import arrow_pool_env
+
     before = loadavg()
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.corpus", "child", kind, *args],
         cwd=REPO,
+        env={**os.environ, **arrow_pool_env()},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -243,6 +252,24 @@ def measure_scale(work: Path, actors: list[int], per_actor: int, threads: int, w
     }
 
 
+def measure_memory(work: Path, sizes: list[int], pools: list[str]) -> dict[str, Any]:
+    """One CLI job per size with Arrow's pool ``pools[0]`` (the CLI's), then the first size with each other pool."""
+    runs = []
+    for texts, pool in [(t, pools[0]) for t in sizes] + [(sizes[0], p) for p in pools[1:]]:
+        out = work / "out"
+        from runtime.corpus.outputs import arrow_pool_env
+
+        env = {**os.environ, **arrow_pool_env(), "ARROW_DEFAULT_MEMORY_POOL": pool}
+        command = [sys.executable, "-m", "benchmarks.corpus_memory", str(corpus_file(work, texts)), str(out)]
+        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=7200)
+        if done.returncode != 0:
+            raise RuntimeError(f"memory child {texts} {pool} failed:\n{done.stderr[-4000:]}")
+        shutil.rmtree(out)
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(f"  {texts:,} texts, Arrow on {pool}: peak {runs[-1]['peak_rss_mib']:.1f} MiB", file=sys.stderr)
+    return {"runs": runs}
+
+
 # ---- reports ----
 
 
@@ -313,6 +340,31 @@ def scale_md(section: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def memory_md(section: dict[str, Any]) -> list[str]:
+    from benchmarks.corpus_memory import MEMORY_STAGES
+
+    runs = section["runs"]
+    head = " | ".join(f"{r['texts']:,} texts, Arrow on {r['arrow_pool']}" for r in runs)
+    lines = [
+        "## Where a CLI job's peak RSS goes (int8, CPU, default threads; MiB = 2^20 bytes)",
+        "",
+        "Each row: how much the stage raised the process's peak RSS (VmHWM), so the rows add up to the peak.",
+        "",
+        f"| stage | {head} |",
+        "|---|" + "---|" * len(runs),
+    ]
+    for i, (key, what) in enumerate(MEMORY_STAGES.items()):
+        cells = []
+        for r in runs:
+            stages = {m["stage"]: m for m in r["stages"]}
+            previous = r["stages"][r["stages"].index(stages[key]) - 1]["VmHWM"] if i else 0.0
+            cells.append(f"{stages[key]['VmHWM'] - previous:+.1f}" if i else f"{stages[key]['VmHWM']:.1f}")
+        lines.append(f"| {what} | {' | '.join(cells)} |")
+    peaks = " | ".join(f"**{r['peak_rss_mib']:.1f} MiB = {r['peak_rss_mib'] * 2**20 / 1e6:.0f} MB**" for r in runs)
+    ends = " | ".join(f"{r['stages'][-1]['RssAnon']:.0f} / {r['stages'][-1]['RssFile']:.0f}" for r in runs)
+    return [*lines, f"| peak RSS | {peaks} |", f"| at the end: anonymous / file-backed (libraries) MiB | {ends} |", ""]
+
+
 def write(doc: dict[str, Any], stem: Path) -> None:
     """``stem``.json and ``stem``.md, each through a temporary file."""
     m = doc["machine"]
@@ -322,7 +374,7 @@ def write(doc: dict[str, Any], stem: Path) -> None:
         f"Measured {doc['date']}; Python {m['python']}; {json.dumps(m['libraries'])}.",
         "",
     ]
-    renderers = {"local": local_md, "ray": ray_md, "scale": scale_md}
+    renderers = {"local": local_md, "ray": ray_md, "scale": scale_md, "memory": memory_md}
     for key, render in renderers.items():
         if key in doc:
             md += render(doc[key])
@@ -350,6 +402,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--texts-per-actor", type=int, default=10_000)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--window", type=int, default=1000)
+    p = sub.add_parser("memory")
+    p.add_argument("--texts", default="10000,60000", help="job sizes, comma-separated")
+    p.add_argument(
+        "--pools",
+        default="system,mimalloc",
+        help="Arrow pools: the first for every size, the others for the first size only",
+    )
     for name, p in list(sub.choices.items()):
         p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
         p.add_argument("--out", type=Path, required=name == "scale", default=RESULTS, help="results folder")
@@ -363,12 +422,15 @@ def main(argv: list[str] | None = None) -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="corpus-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
+        doc: dict[str, Any] = {}
         if args.mode == "scale":
             stem = args.out / f"corpus-scale-{machine_name()}"
-            doc: dict[str, Any] = {}
             section = measure_scale(
                 work, [int(a) for a in args.actors.split(",")], args.texts_per_actor, args.threads, args.window
             )
+        elif args.mode == "memory":
+            stem = args.out / f"corpus-memory-{machine_name()}"
+            section = measure_memory(work, [int(t) for t in args.texts.split(",")], args.pools.split(","))
         else:
             stem = args.out / f"corpus-{machine_name()}"
             doc = json.loads(stem.with_suffix(".json").read_text()) if stem.with_suffix(".json").exists() else {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -83,6 +84,9 @@ def _encode(args: argparse.Namespace) -> None:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from runtime.corpus import encode_files
+    from runtime.corpus.outputs import arrow_pool_env
+
+    os.environ.update(arrow_pool_env())  # before pyarrow is imported (by the first shard)
 
     with logging_redirect_tqdm():
         result = encode_files(

@@ -20,7 +20,7 @@ import numpy as np
 from runtime.corpus.encoding import ModelArgs, Progress, describe_model, encode_shard
 from runtime.corpus.errors import CorpusError
 from runtime.corpus.inputs import Plan
-from runtime.corpus.outputs import ShardInfo
+from runtime.corpus.outputs import ShardInfo, arrow_pool_env
 
 log = logging.getLogger("runtime.corpus")
 
@@ -140,7 +140,9 @@ def _run(
         compute=ray.data.ActorPoolStrategy(size=min(actors, len(todo))),
         num_cpus=threads,
         # tokenizers' Rust thread pool would otherwise use every core of the node in each actor.
-        runtime_env={"env_vars": {"RAYON_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "true"}},
+        runtime_env={
+            "env_vars": {"RAYON_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "true", **arrow_pool_env()}
+        },
     )
     try:
         for row in results.iter_rows():
