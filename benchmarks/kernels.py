@@ -8,8 +8,8 @@ Each case is a one-node (or one-chain) graph timed alone, best of rounds, on the
 - ``gemm``: MatMulIntegerToFloat (u8 activations, s8 weights), the kernel behind every dense layer of the int8 graph,
   as giga-ops/s and as a share of the machine's int8 ceiling (MatMulInteger on square matrices, ``benchmarks.ceiling``).
 - ``chain``: the per-token quantisation the graph runs around each GEMM, with the nodes ``export/quantize.py``
-  writes (Abs, ReduceMax, Max, Div, QuantizeLinear, MatMulIntegerToFloat, row-scale Mul; the SmoothQuant Mul and the
-  GELU shift that some sites add in front are left out).
+  writes (Abs, ReduceMax, Max, Mul, the zero-point QuantizeLinear, blocked QuantizeLinear, MatMulIntegerToFloat with
+  the per-row a_scale; the SmoothQuant Mul and the GELU shift that some sites add in front are left out).
 - ``matmulnbits``: onnxruntime's MatMulNBits with 8-bit weights in blocks and ``accuracy_level=4``, which quantises
   its input per row and block inside one kernel (the fused alternative to the chain).
 - ``dispatch``: ten chained elementwise Muls against one, per extra node.
@@ -49,8 +49,8 @@ def _model(nodes: list[Any], inits: list[TensorProto], k: int, n: int, in_type: 
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["M", n])],
         inits,
     )
-    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
-    model: ModelProto = helper.make_model(graph, opset_imports=opsets, ir_version=8)
+    opsets = [helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]  # 21: blocked QuantizeLinear
+    model: ModelProto = helper.make_model(graph, opset_imports=opsets, ir_version=10)
     return model.SerializeToString()
 
 
@@ -78,21 +78,23 @@ def gemm_graph(w: np.ndarray) -> bytes:
 def chain_graph(w: np.ndarray) -> bytes:
     """x (float) -> per-token int8 -> GEMM -> float, with the shipped graph's nodes."""
     q, scale = int8_weights(w)
+    k = w.shape[0]
     nodes = [
         helper.make_node("Abs", ["x"], ["abs"]),
-        helper.make_node("ReduceMax", ["abs"], ["amax"], axes=[-1], keepdims=1),
+        helper.make_node("ReduceMax", ["abs", "last"], ["amax"], keepdims=1),
         helper.make_node("Max", ["amax", "eps"], ["row_scale"]),
-        helper.make_node("Div", ["x", "row_scale"], ["unit"]),
-        helper.make_node("QuantizeLinear", ["unit", "inv_levels", "zp"], ["q"]),
-        helper.make_node("MatMulIntegerToFloat", ["q", "w", "one", "ws", "zp"], ["cols"], domain="com.microsoft"),
-        helper.make_node("Mul", ["cols", "row_scale"], ["y"]),
+        helper.make_node("Mul", ["row_scale", "inv_levels"], ["step"]),
+        helper.make_node("QuantizeLinear", ["step", "huge", "zp"], ["zp_rows"]),  # once per graph in the model
+        helper.make_node("QuantizeLinear", ["x", "step", "zp_rows"], ["q"], axis=-1, block_size=k),
+        helper.make_node("MatMulIntegerToFloat", ["q", "w", "row_scale", "ws", "zp"], ["y"], domain="com.microsoft"),
     ]
     inits = [
+        numpy_helper.from_array(np.array([-1], np.int64), "last"),
         numpy_helper.from_array(np.array(1e-12, np.float32), "eps"),
         numpy_helper.from_array(np.array(1.0 / LEVELS, np.float32), "inv_levels"),
+        numpy_helper.from_array(np.array(2.0**64, np.float32), "huge"),
         numpy_helper.from_array(np.array(128, np.uint8), "zp"),
         numpy_helper.from_array(q, "w"),
-        numpy_helper.from_array(np.array(1.0, np.float32), "one"),
         numpy_helper.from_array((scale / LEVELS).astype(np.float32), "ws"),
     ]
     return _model(nodes, inits, *w.shape)

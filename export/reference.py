@@ -2,7 +2,12 @@
 
 Every ``MatMulIntegerToFloat(q, w, a_scale, b_scale, a_zero_point)`` of :mod:`export.quantize` becomes::
 
-    Cast<float32>(MatMul(Cast(q) - a_zero_point, w)) * (a_scale * b_scale)
+    Cast<float32>(MatMul(Cast(q) - a_zero_point, w)) * (a_scale * b_scale)     # a_scale a constant scalar
+    Cast<float32>(MatMul(Cast(q) - a_zero_point, w)) * b_scale * a_scale       # a_scale computed: one per row
+
+in the order onnxruntime's CPU kernel multiplies: a scalar a_scale is folded into the per-column multipliers of the
+GEMM's epilogue, a per-row a_scale of shape (..., M, 1) scales the finished output (contrib op MatMulIntegerToFloat,
+``ScaleOutput``). :mod:`export.quantize` feeds every GEMM its activations' per-token scale that way.
 
 where the MatMul runs in float32 when every dot product stays below 2^24 in magnitude, else in float64 (below 2^53).
 Either holds each partial sum exactly, in any summation order, so the MatMul yields the exact integer dot product;
@@ -80,10 +85,16 @@ def rewrite_integer_matmuls(model: Any) -> int:
         ]
         if wide:  # int32 -> float32 rounding, as the integer kernel's epilogue does
             nodes.append(helper.make_node("Cast", [acc], [f"{p}_acc"], name=f"{p}_round", to=onnx.TensorProto.FLOAT))
-        nodes += [
-            helper.make_node("Mul", [a_scale, b_scale], [f"{p}_scale"], name=f"{p}_scales"),
-            helper.make_node("Mul", [f"{p}_acc", f"{p}_scale"], [node.output[0]], name=f"{p}_dequant"),
-        ]
+        if a_scale in inits and int(np.prod(inits[a_scale].dims)) == 1:
+            nodes += [
+                helper.make_node("Mul", [a_scale, b_scale], [f"{p}_scale"], name=f"{p}_scales"),
+                helper.make_node("Mul", [f"{p}_acc", f"{p}_scale"], [node.output[0]], name=f"{p}_dequant"),
+            ]
+        else:  # a per-row scale computed in the graph, applied after the per-column one
+            nodes += [
+                helper.make_node("Mul", [f"{p}_acc", b_scale], [f"{p}_cols"], name=f"{p}_dequant"),
+                helper.make_node("Mul", [f"{p}_cols", a_scale], [node.output[0]], name=f"{p}_row_scale"),
+            ]
         count += 1
     replace_nodes(graph, nodes)
     return count

@@ -93,6 +93,67 @@ def test_smoothing_factors_survive_last_bit_noise_in_calibration() -> None:
     assert set(np.unique(np.log2(power_of_two(factors)) % 1)) == {0.0}
 
 
+@pytest.mark.parametrize("per_row", [True, False])
+def test_reference_multiplies_the_scales_in_the_kernels_order(per_row: bool) -> None:
+    # onnxruntime folds a scalar a_scale into the per-column multipliers, (acc * (a * b)), but scales the output by a
+    # per-row a_scale afterwards, ((acc * b) * a); the two differ in the last bit, so a reference that multiplies in
+    # the other order is off by a rounding step where the graph claims bit equality.
+    import onnxruntime as ort
+
+    from export.reference import rewrite_integer_matmuls
+
+    helper, tp, nh = onnx.helper, onnx.TensorProto, onnx.numpy_helper
+    rng = np.random.default_rng(1)
+    rows, k, n = 64, 96, 80
+    a_scale = "rows" if per_row else "scalar"
+    node = helper.make_node("MatMulIntegerToFloat", ["q", "w", a_scale, "cols", "zp"], ["y"], domain="com.microsoft")
+    inits = [
+        nh.from_array(rng.integers(-64, 65, (k, n)).astype(np.int8), "w"),
+        nh.from_array(rng.uniform(1e-3, 1e-2, n).astype(np.float32), "cols"),
+        nh.from_array(np.array(SIGNED_ZERO_POINT, np.uint8), "zp"),
+        nh.from_array(np.array(0.0371, np.float32), "scalar"),
+    ]
+    inputs = [helper.make_tensor_value_info("q", tp.UINT8, [rows, k])]
+    inputs += [helper.make_tensor_value_info("rows", tp.FLOAT, [rows, 1])] if per_row else []
+    graph = helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info("y", tp.FLOAT, [rows, n])], inits)
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]
+    )
+    feeds = {"q": rng.integers(0, 256, (rows, k)).astype(np.uint8)}
+    if per_row:
+        feeds["rows"] = rng.uniform(0.5, 20, (rows, 1)).astype(np.float32)
+    exact = onnx.ModelProto()
+    exact.CopyFrom(model)
+    assert rewrite_integer_matmuls(exact) == 1
+
+    def run(m: onnx.ModelProto) -> np.ndarray:
+        session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, feeds)[0]
+
+    np.testing.assert_array_equal(run(model), run(exact))
+
+
+def test_int8_graph_quantises_each_row_in_one_node_and_scales_rows_in_the_gemm(tiny_artifact: Path) -> None:
+    # The lean pattern: per token Abs, ReduceMax, Max(eps), Mul(1/127), blocked QuantizeLinear; the GEMM takes the
+    # per-row scale as a_scale. The previous graph's Div before each QuantizeLinear and Mul after each GEMM are gone.
+    model = onnx.load(str(tiny_artifact / Precision.INT8.file_name))
+    producers = {out: n for n in model.graph.node for out in n.output}
+    readers = [n for n in model.graph.node]
+    gemms = [n for n in model.graph.node if n.op_type == "MatMulIntegerToFloat"]
+    assert len(gemms) == 12
+    for gemm in gemms:
+        quant = producers[gemm.input[0]]
+        assert quant.op_type == "QuantizeLinear"
+        block = next(a.i for a in quant.attribute if a.name == "block_size")
+        assert (
+            block
+            == onnx.numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == gemm.input[1])).shape[0]
+        )
+        assert producers[quant.input[0]].op_type != "Div", "rows quantised by their step directly"
+        assert producers[gemm.input[2]].op_type in ("Max", "ReduceMax"), "a_scale is the row's largest |value|"
+        assert not any(r.op_type == "Mul" and gemm.output[0] in r.input for r in readers), "no row-scale Mul after it"
+
+
 def _qemu_runs(reference: Path) -> dict[str, subprocess.CompletedProcess[str]]:
     """export.isa_check under each emulated CPU, concurrently (one Python start each: that dominates under qemu)."""
     if QEMU is None:
