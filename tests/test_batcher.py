@@ -15,6 +15,10 @@ from hypothesis import strategies as st
 
 import runtime
 from export.data import dev_sentences
+
+pytest.importorskip("uvicorn", reason="needs the 'serve' extra")
+pytest.importorskip("prometheus_client", reason="needs the 'serve' extra")
+
 from runtime.server import main as server_main
 from runtime.server.batcher import Batcher, Job, plan_runs
 from runtime.server.metrics import Metrics
