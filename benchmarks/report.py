@@ -131,8 +131,10 @@ def _notes_lines(doc: dict[str, Any]) -> list[str]:
         if limit and limit < window:
             long = f" (long-passage cosine to the baseline {fid['long']['mean']:.3f})" if "long" in fid else ""
             lines.append(f"- {name} truncates at {limit} tokens, not {window}: long passages lose their tail{long}.")
-        if "inference_precision" in notes:
+        if "inference_precision" in notes and notes.get("backend", "openvino") == "openvino":
             lines.append(f"- {name} computes in {notes['inference_precision']} (OpenVINO's INFERENCE_PRECISION_HINT).")
+        elif notes.get("backend"):
+            lines.append(f"- {name} ran on {notes['backend']}, {notes.get('inference_precision', '?')} inference.")
         lines += _contention_lines(name, s["rounds"])
     return [*lines, ""] if lines else []
 
