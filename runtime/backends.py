@@ -17,6 +17,11 @@ OPENVINO_INSTALL = "pip install 'minilm-stsb-onnx[openvino]'"
 # CPU flags whose presence makes the OpenVINO path the faster one (bf16 attention and element-wise ops next to u8 x s8
 # matrix multiplies); without them OpenVINO computes those in f32 and the gain measured smaller (README, "Backends").
 OPENVINO_AUTO_FLAGS = ("avx512_bf16", "amx_bf16")
+# Whether "auto" may pick OpenVINO at all. Off: on the one CPU measured (Zen 4 EPYC, 2 threads, chunk-interleaved A/B
+# through the Encoder) OpenVINO on the shipped int8 graph, under the gates (f32, unpadded batches), ran 0.97x
+# onnxruntime on STS-B dev at batch 32, 1.27x on 200-256-token passages and 0.45x at batch 1 (its 354-node graph pays
+# a per-inference and per-shape cost), so it is not the faster default; backend="openvino" opts in.
+AUTO_PICKS_OPENVINO = False
 
 
 class Backend(str, Enum):
@@ -55,8 +60,11 @@ def openvino_installed() -> bool:
 
 
 def auto_backend(device: str, precision: Precision, flags: tuple[str, ...] | None = None) -> AutoChoice:
-    """The rule of ``backend="auto"``: OpenVINO for the int8 graph on an x86-64 CPU with AVX512_BF16 or AMX when the
-    ``openvino`` extra is installed; onnxruntime in every other case (CUDA, fp32/fp16 graphs, other CPUs, no extra)."""
+    """The rule of ``backend="auto"``: onnxruntime (while :data:`AUTO_PICKS_OPENVINO` is off). With it on: OpenVINO for
+    the int8 graph on an x86-64 CPU with AVX512_BF16 or AMX when the ``openvino`` extra is installed; onnxruntime in
+    every other case (CUDA, fp32/fp16 graphs, other CPUs, no extra)."""
+    if not AUTO_PICKS_OPENVINO:
+        return AutoChoice(Backend.ONNXRUNTIME, "auto keeps onnxruntime (OpenVINO measured slower at batch 1)")
     if device != "cpu":
         return AutoChoice(Backend.ONNXRUNTIME, f"device {device}: OpenVINO runs only on the CPU here")
     if precision is not Precision.INT8:

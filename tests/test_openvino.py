@@ -32,8 +32,17 @@ TEXTS = [
 
 @pytest.fixture()
 def openvino_present(monkeypatch: pytest.MonkeyPatch) -> None:
+    """openvino installed on x86-64, and the rule's OpenVINO branch switched on."""
     monkeypatch.setattr("runtime.backends.openvino_installed", lambda: True)
     monkeypatch.setattr("runtime.backends.platform.machine", lambda: "x86_64")
+    monkeypatch.setattr("runtime.backends.AUTO_PICKS_OPENVINO", True)
+
+
+def test_auto_keeps_onnxruntime_while_openvino_is_not_the_faster_default(default_dir: Path) -> None:
+    choice = auto_backend("cpu", Precision.INT8, ("avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16"))
+    assert choice.backend is Backend.ONNXRUNTIME
+    encoder = runtime.load(default_dir, provider="cpu")
+    assert (encoder.backend, encoder.info["auto"]) == ("onnxruntime", choice.reason)
 
 
 @pytest.mark.parametrize("flags", [("avx512f", "avx512_vnni", "avx512_bf16"), ("avx512f", "amx_bf16", "amx_int8")])
@@ -56,7 +65,7 @@ def test_auto_keeps_onnxruntime_otherwise(
     assert auto_backend(device, precision, flags).backend is Backend.ONNXRUNTIME
 
 
-def test_auto_without_the_extra_uses_onnxruntime_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_without_the_extra_uses_onnxruntime_and_says_why(openvino_present: None, monkeypatch) -> None:
     monkeypatch.setattr("runtime.backends.openvino_installed", lambda: False)
     choice = auto_backend("cpu", Precision.INT8, ("avx512_bf16",))
     assert choice.backend is Backend.ONNXRUNTIME
