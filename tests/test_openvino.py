@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 import runtime
-from runtime.artifact import Precision, read_manifest
+from runtime.artifact import Precision
 from runtime.backends import OPENVINO_INSTALL, Backend, auto_backend
+from runtime.errors import ArtifactError
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = [
@@ -120,25 +121,43 @@ def test_onnxruntime_info(default_dir: Path) -> None:
 # ---- the OpenVINO path itself ----
 
 
+# OpenVINO 2026.4 cannot convert the lean int8 graph (blocked QuantizeLinear-21 feeding MatMulIntegerToFloat), so the
+# backend runs the graphs it converts: the export's fp32 (and fp16) graphs, here the tiny model's.
+
+
 @pytest.fixture(scope="module")
-def ov_encoder(default_dir: Path) -> runtime.Encoder:
+def ov_dir(tiny_artifact: Path) -> Path:
     pytest.importorskip("openvino")
-    return runtime.load(default_dir, backend="openvino")
+    return tiny_artifact
+
+
+@pytest.fixture(scope="module")
+def ov_encoder(ov_dir: Path) -> runtime.Encoder:
+    return runtime.load(ov_dir, precision="fp32", backend="openvino")
+
+
+def test_openvino_refuses_the_lean_int8_graph_naming_the_engine(default_dir: Path, ov_dir: Path) -> None:
+    """The shipped (and every exported) int8 graph: a clear ArtifactError at load, never a crash or a silent fallback;
+    this test fails once OpenVINO converts the graph, which is the moment to measure it again."""
+    for folder in (default_dir, ov_dir):
+        with pytest.raises(ArtifactError, match="OpenVINO cannot compile the graph"):
+            runtime.load(folder, precision="int8", backend="openvino")
 
 
 def test_openvino_info_reports_what_it_compiled(ov_encoder: runtime.Encoder) -> None:
     info = ov_encoder.info
-    assert (info["backend"], info["device"], info["graph_precision"]) == ("openvino", "cpu", "int8")
+    assert (info["backend"], info["device"], info["graph_precision"]) == ("openvino", "cpu", "fp32")
     # f32, whatever OpenVINO's own default for this CPU (bf16 where the CPU has it) would be
     assert info["inference_precision"] == "f32"
     assert info["config"]["NUM_STREAMS"] == 1
     assert isinstance(info["compile_seconds"], float)
 
 
-def test_openvino_vectors_track_onnxruntime(ov_encoder: runtime.Encoder, encoder: runtime.Encoder) -> None:
-    ours, portable = ov_encoder.encode(TEXTS), encoder.encode(TEXTS)
+def test_openvino_vectors_track_onnxruntime(ov_encoder: runtime.Encoder, ov_dir: Path) -> None:
+    portable = runtime.load(ov_dir, precision="fp32", backend="onnxruntime")
+    ours, theirs = ov_encoder.encode(TEXTS), portable.encode(TEXTS)
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-6)
-    assert np.sum(ours * portable, axis=1).min() > 0.99
+    np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
 
 
 def test_openvino_text_alone_equals_text_in_padded_batches(ov_encoder: runtime.Encoder, dev_pairs: list) -> None:
@@ -185,40 +204,27 @@ def test_openvino_encoder_is_thread_safe(ov_encoder: runtime.Encoder, dev_pairs:
         np.testing.assert_array_equal(got, np.roll(want, -i, axis=0))
 
 
-def test_openvino_runs_the_tiny_artifact(tiny_artifact: Path) -> None:
-    """Every path on the tiny model: OpenVINO compiles the export's int8 graph and agrees with onnxruntime."""
-    pytest.importorskip("openvino")
-    ours = runtime.load(tiny_artifact, precision="int8", backend="openvino")
-    portable = runtime.load(tiny_artifact, precision="int8", backend="onnxruntime")
-    texts = ["hello world", "a tiny random model", "", "word " * 40]
-    got = ours.encode(texts)
-    assert np.sum(got * portable.encode(texts), axis=1).min() > 0.99
-    np.testing.assert_allclose(np.stack([ours.encode(t) for t in texts]), got, atol=1e-4, rtol=0)
-
-
 def test_auto_choice_is_logged_when_openvino_is_picked(
-    default_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ov_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    pytest.importorskip("openvino")
     monkeypatch.setattr("runtime.encoder.auto_backend", lambda device, precision: _openvino_choice())
     with caplog.at_level(logging.INFO, logger="runtime.encoder"):
-        encoder = runtime.load(default_dir)
+        encoder = runtime.load(ov_dir, provider="cpu", precision="fp32")
     assert encoder.backend == "openvino"
     assert encoder.info["auto"] == "forced by the test"
-    assert "int8 f32 inference: vectors close to, not bit-identical with, the portable onnxruntime" in caplog.text
+    assert "fp32 f32 inference: vectors close to, not bit-identical with, the portable onnxruntime" in caplog.text
     assert caplog.records[-1].levelno == logging.INFO
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs a process allowed on 2+ CPUs")
-def test_openvino_stays_on_the_process_cpus(default_dir: Path) -> None:
+def test_openvino_stays_on_the_process_cpus(ov_dir: Path) -> None:
     """Held to one CPU, OpenVINO uses one thread, and no thread it starts may run elsewhere."""
-    pytest.importorskip("openvino")
     cpu = min(os.sched_getaffinity(0))
     probe = f"""
 import json, os, sys
 os.sched_setaffinity(0, {{{cpu}}})
 import runtime
-enc = runtime.load(sys.argv[1], backend="openvino")
+enc = runtime.load(sys.argv[1], precision="fp32", backend="openvino")
 enc.encode(["warm the pool up"] * 8)
 allowed = set()
 for task in os.listdir("/proc/self/task"):
@@ -227,23 +233,24 @@ print(json.dumps({{"threads": enc.info["threads"], "allowed": sorted(allowed)}})
 """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(
-        [sys.executable, "-c", probe, str(default_dir)], capture_output=True, text=True, timeout=120, env=env
+        [sys.executable, "-c", probe, str(ov_dir)], capture_output=True, text=True, timeout=120, env=env
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"threads": 1, "allowed": [cpu]}
 
 
-def test_cli_backend_option(default_dir: Path, ov_encoder: runtime.Encoder, tmp_path: Path) -> None:
+def test_cli_backend_option(ov_dir: Path, ov_encoder: runtime.Encoder, tmp_path: Path) -> None:
     from runtime.__main__ import main
 
     source = tmp_path / "in.txt"
     source.write_text("\n".join(t for t in TEXTS if t) + "\n", encoding="utf-8")
     out = tmp_path / "out.npy"
-    main(["--backend", "openvino", "encode", str(source), "-o", str(out), "-q"])
+    model = ["--model", str(ov_dir), "--precision", "fp32"]
+    main(["--backend", "openvino", *model, "encode", str(source), "-o", str(out), "-q"])
     np.testing.assert_allclose(np.load(out), ov_encoder.encode([t for t in TEXTS if t]), atol=1e-6, rtol=0)
     done = subprocess.run(
-        [sys.executable, "-m", "runtime", "info", "--backend", "openvino"],
+        [sys.executable, "-m", "runtime", "info", "--backend", "openvino", *model],
         capture_output=True,
         text=True,
         timeout=120,
@@ -254,45 +261,31 @@ def test_cli_backend_option(default_dir: Path, ov_encoder: runtime.Encoder, tmp_
     assert (info["backend"], info["engine"]["backend"]) == ("openvino", "openvino")
 
 
-@pytest.mark.slow
-def test_openvino_passes_the_gates_on_the_shipped_model(ov_encoder: runtime.Encoder, dev_pairs: list) -> None:
-    """STS-B dev spearman within 0.001 of the fp32 graph's (manifest), and every dev text's vector alone equals its
-    vector inside the b32 batches within 1e-4."""
-    from export.data import gold_scores, pair_texts, score_stacked
-
-    texts = pair_texts(dev_pairs)
-    batched = ov_encoder.encode(texts, batch_size=32)
-    fp32 = read_manifest(ov_encoder.folder).variants[Precision.FP32].metrics["dev_spearman"]
-    assert abs(score_stacked(batched, gold_scores(dev_pairs)).spearman - fp32) <= 0.001
-    alone = np.stack([ov_encoder.encode(t) for t in texts])
-    assert float(np.abs(alone - batched).max()) <= 1e-4
-
-
-def test_bf16_inference_is_opt_in(default_dir: Path, ov_encoder: runtime.Encoder, monkeypatch) -> None:
-    """bf16 failed the cosine gate on the shipped model (0.98997 < 0.99), so only the variable turns it on."""
+def test_bf16_inference_is_opt_in(ov_dir: Path, ov_encoder: runtime.Encoder, monkeypatch) -> None:
+    """bf16 failed the cosine gate on the previous int8 graph (0.98997 < 0.99), so only the variable turns it on."""
     from runtime.cpu import isa_flags
 
     if not {"avx512_bf16", "amx_bf16"} & set(isa_flags()):
         pytest.skip("this CPU has no bf16 instructions")
     monkeypatch.setenv("MINILM_OPENVINO_INFERENCE_PRECISION", "bf16")
-    bf16 = runtime.load(default_dir, backend="openvino")
+    bf16 = runtime.load(ov_dir, precision="fp32", backend="openvino")
     assert bf16.info["inference_precision"] == "bf16"
     assert not np.array_equal(bf16.encode(TEXTS), ov_encoder.encode(TEXTS))
     monkeypatch.setenv("MINILM_OPENVINO_INFERENCE_PRECISION", "fp8")
     with pytest.raises(ValueError, match="MINILM_OPENVINO_INFERENCE_PRECISION must be one of"):
-        runtime.load(default_dir, backend="openvino")
+        runtime.load(ov_dir, precision="fp32", backend="openvino")
 
 
-def test_compiled_model_cache(default_dir: Path, ov_encoder: runtime.Encoder, tmp_path: Path, monkeypatch) -> None:
+def test_compiled_model_cache(ov_dir: Path, ov_encoder: runtime.Encoder, tmp_path: Path, monkeypatch) -> None:
     """The first load writes OpenVINO's compiled blob to the cache folder, the next one imports it and gives the same
     vectors; an empty MINILM_OPENVINO_CACHE_DIR writes nothing."""
     monkeypatch.setenv("MINILM_OPENVINO_CACHE_DIR", str(tmp_path / "cache"))
-    first = runtime.load(default_dir, backend="openvino")
+    first = runtime.load(ov_dir, precision="fp32", backend="openvino")
     assert (first.info["cache_dir"], first.info["loaded_from_cache"]) == (str(tmp_path / "cache"), False)
     assert [p.suffix for p in (tmp_path / "cache").iterdir()] == [".blob"]
-    second = runtime.load(default_dir, backend="openvino")
+    second = runtime.load(ov_dir, precision="fp32", backend="openvino")
     assert second.info["loaded_from_cache"] is True
     np.testing.assert_array_equal(second.encode(TEXTS), ov_encoder.encode(TEXTS))
     monkeypatch.setenv("MINILM_OPENVINO_CACHE_DIR", "")
-    off = runtime.load(default_dir, backend="openvino")
+    off = runtime.load(ov_dir, precision="fp32", backend="openvino")
     assert (off.info["cache_dir"], off.info["loaded_from_cache"]) == (None, False)
