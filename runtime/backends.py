@@ -18,8 +18,8 @@ OPENVINO_INSTALL = "pip install 'minilm-stsb-onnx[openvino]'"
 # matrix multiplies); without them OpenVINO computes those in f32 and the gain measured smaller (README, "Backends").
 OPENVINO_AUTO_FLAGS = ("avx512_bf16", "amx_bf16")
 # Whether "auto" may pick OpenVINO at all. Off: on the one CPU measured (Zen 4 EPYC, 2 threads, chunk-interleaved A/B
-# through the Encoder) OpenVINO on the shipped int8 graph, under the gates (f32, unpadded batches), ran 0.97x
-# onnxruntime on STS-B dev at batch 32, 1.27x on 200-256-token passages and 0.45x at batch 1 (its 354-node graph pays
+# through the Encoder, idle VM) OpenVINO on the shipped int8 graph, under the gates (f32, unpadded batches), ran 0.77x
+# onnxruntime on STS-B dev at batch 32, 0.78x on 200-256-token passages and 0.42x at batch 1 (its 354-node graph pays
 # a per-inference and per-shape cost), so it is not the faster default; backend="openvino" opts in.
 AUTO_PICKS_OPENVINO = False
 
