@@ -120,9 +120,16 @@ class Encoder:
             "device": self.device,
             "graph_precision": self.precision.value,
             "inference_precision": inference,
+            "packed_tokens": self.packs_tokens,
             **details,
             "auto": self._auto,
         }
+
+    @property
+    def packs_tokens(self) -> bool:
+        """Whether the graph runs its token-wise layers on the real tokens only (``export.pack``): a run then costs
+        about its real tokens, and padding only in attention, instead of its rows times its longest row."""
+        return bool(self.manifest.variants[self.precision].settings.get("packed_tokens", False))
 
     def __repr__(self) -> str:
         return (
