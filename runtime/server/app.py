@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-import numpy as np
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -75,6 +74,7 @@ class Service:
         self.draining = False  # set by SIGTERM: /health answers 503 so balancers stop routing here; work goes on
         self.last_arrival = 0.0  # monotonic time of the last embedding request, for the drain's quiet period
         self._key = f"Bearer {settings.api_key}".encode() if settings.api_key else None
+        self._counters: dict[tuple[str, int], Any] = {}
         self.app = self._build()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -93,6 +93,13 @@ class Service:
                 return
         await self.app(scope, receive, send)
 
+    def _count(self, route: str, status: int) -> None:
+        """Count a response; prometheus_client's labels() lookup takes a lock, so each series is looked up once."""
+        counter = self._counters.get((route, status))
+        if counter is None:
+            counter = self._counters[(route, status)] = self.metrics.requests.labels(route, str(status))
+        counter.inc()
+
     def _authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
         """Whether the raw headers carry the API key (always, without one); a refusal never answers for 401."""
         if self._key is None:
@@ -104,7 +111,7 @@ class Service:
         start = time.perf_counter()
         self.last_arrival = time.monotonic()
         response = _error_response(_overloaded(self.inflight))
-        self.metrics.requests.labels(route, "429").inc()
+        self._count(route, 429)
         elapsed = time.perf_counter() - start
         self.metrics.request_seconds.labels(route).observe(elapsed)
         response.headers["x-total-time"] = _ms(elapsed)
@@ -138,6 +145,7 @@ class Service:
         self, name: str, handler: Callable[[Request], Awaitable[Response]]
     ) -> Callable[[Request], Awaitable[Response]]:
         """Wrap a handler: authentication, OpenAI error bodies, status counts and the duration histogram."""
+        duration = self.metrics.request_seconds.labels(name)
 
         async def endpoint(request: Request) -> Response:
             start = time.perf_counter()
@@ -153,9 +161,9 @@ class Service:
                 response = _error_response(
                     ApiError(500, f"Internal server error: {type(err).__name__}", kind="server_error")
                 )
-            self.metrics.requests.labels(name, str(response.status_code)).inc()
+            self._count(name, response.status_code)
             elapsed = time.perf_counter() - start
-            self.metrics.request_seconds.labels(name).observe(elapsed)
+            duration.observe(elapsed)
             response.headers["x-total-time"] = _ms(elapsed)
             return response
 
@@ -180,19 +188,18 @@ class Service:
     async def _openai(self, request: Request) -> Response:
         body = await self._admit_and_read(request)
         parsed = parse_openai(body, self.limits, self.model_name)
-        job = await self._embed(request, parsed.inputs, truncate=True)
+        job = await self._embed(request, parsed.inputs, truncate=True, normalize=True)
         assert job.out is not None
-        out = self.encoder.quantize(_normalize(job.out), parsed.precision)
+        out = self.encoder.quantize(job.out, parsed.precision)
         content = openai_body(out, self.model_name, job.tokens, parsed.base64)
         return Response(content, media_type=JSON, headers=_timing(job))
 
     async def _tei(self, request: Request) -> Response:
         body = await self._admit_and_read(request)
         parsed = parse_tei(body, self.limits)
-        job = await self._embed(request, parsed.inputs, truncate=parsed.truncate)
+        job = await self._embed(request, parsed.inputs, truncate=parsed.truncate, normalize=parsed.normalize)
         assert job.out is not None
-        out = _normalize(job.out) if parsed.normalize else job.out
-        out = self.encoder.quantize(out, parsed.precision)
+        out = self.encoder.quantize(job.out, parsed.precision)
         return Response(tei_body(out, parsed.base64), media_type=JSON, headers=_timing(job))
 
     async def _admit_and_read(self, request: Request) -> dict[str, Any]:
@@ -214,30 +221,47 @@ class Service:
             chunks.append(chunk)
         return parse_json(b"".join(chunks))
 
-    async def _embed(self, request: Request, inputs: Inputs, truncate: bool) -> Job:
+    async def _embed(self, request: Request, inputs: Inputs, truncate: bool, normalize: bool) -> Job:
         """Queue the inputs for the inference thread and wait, dropping the work if the client disconnects."""
         count = inputs.count
         if self.inflight and self.inflight + count > self.settings.max_inflight_inputs:
             raise _overloaded(self.inflight)  # one request larger than the bound is admitted when nothing else is
         loop = asyncio.get_running_loop()
-        job = Job(loop, loop.create_future(), count, texts=inputs.texts, ids=inputs.ids, truncate=truncate)
+        job = Job(
+            loop,
+            loop.create_future(),
+            count,
+            texts=inputs.texts,
+            ids=inputs.ids,
+            truncate=truncate,
+            normalize=normalize,
+        )
         self._change_inflight(count)
         gone: asyncio.Future[Any] | None = None
+
+        def client_left(_: object) -> None:
+            if not job.future.done():
+                job.future.cancel()
+
         try:
             self.batcher.submit(job)
             gone = asyncio.ensure_future(request.receive())  # resolves with http.disconnect if the client leaves
-            await asyncio.wait((job.future, gone), return_when=asyncio.FIRST_COMPLETED)
-            if not job.future.done():
-                raise ApiError(CLIENT_CLOSED, "client disconnected before its embeddings were computed")
-            job.future.result()
+            gone.add_done_callback(client_left)
+            try:
+                await job.future
+            except asyncio.CancelledError:
+                if gone.done() and not gone.cancelled():
+                    raise ApiError(CLIENT_CLOSED, "client disconnected before its embeddings were computed") from None
+                raise  # this task was cancelled (server shutdown)
         except InputTooLong as err:
             raise ApiError(
                 413, f"{err}; send truncate=true or shorten it", param="inputs", code="input_too_long"
             ) from None
         finally:
-            if not job.future.done():  # client gone, or this task cancelled: the inference thread skips its rows
+            if not job.future.done() or job.future.cancelled():  # the inference thread skips this job's rows
                 job.cancelled = True
             if gone is not None:
+                gone.remove_done_callback(client_left)
                 gone.cancel()
             self._change_inflight(-count)
         return job
@@ -280,13 +304,6 @@ class Service:
 
     async def _metrics(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-
-def _normalize(out: np.ndarray) -> np.ndarray:
-    """Renormalise rows in float32, exactly as ``Encoder.encode(normalize_embeddings=True)`` does."""
-    if len(out):
-        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), np.float32(1e-12))
-    return out
 
 
 def _timing(job: Job) -> dict[str, str]:

@@ -55,6 +55,7 @@ class Job:
     texts: list[str] | None = None
     ids: list[list[int]] | None = None
     truncate: bool = True
+    normalize: bool = False  # out holds unit vectors, renormalised exactly as encode(normalize_embeddings=True)
     cancelled: bool = False
     failed: bool = False  # set by the worker once it failed the future
     out: np.ndarray | None = None
@@ -246,13 +247,18 @@ class Batcher:
         self._metrics.batch_tokens.observe(len(batch) * max(map(len, batch)))
         self._metrics.inputs.inc(len(batch))
         self._metrics.tokens.inc(sum(map(len, batch)))
-        for (job, i), vector in zip(rows, emb, strict=True):
+        # Renormalised here, once per run, rather than per request on the event loop's thread; per row it is the
+        # very computation encode() makes over its whole output.
+        unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), np.float32(1e-12))
+        finished = []
+        for (job, i), raw, vector in zip(rows, emb, unit, strict=True):
             assert job.out is not None
-            job.out[i] = vector
+            job.out[i] = vector if job.normalize else raw
             job.remaining -= 1
             if job.remaining == 0:
                 job.finished = end
-                _resolve(job, None)
+                finished.append(job)
+        _resolve_all(finished)
 
 
 def plan_runs(
@@ -321,6 +327,21 @@ def _estimate_tokens(job: Job) -> int:
 
 def _resolve(job: Job, error: BaseException | None) -> None:
     job.loop.call_soon_threadsafe(_settle, job.future, error)
+
+
+def _resolve_all(jobs: list[Job]) -> None:
+    """Resolve finished jobs with one wake-up of each event loop they came from, not one per job."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for job in jobs:
+        by_loop.setdefault(job.loop, []).append(job.future)
+    for loop, futures in by_loop.items():
+        loop.call_soon_threadsafe(_settle_all, futures)
+
+
+def _settle_all(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():  # else the request was abandoned
+            future.set_result(None)
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
