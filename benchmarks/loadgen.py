@@ -77,9 +77,13 @@ def payloads(
     api: str = "openai",
     fmt: str = "base64",
     model: str | None = None,
-    count: int = 512,
+    count: int | None = None,
 ) -> list[bytes]:
-    """``count`` request bodies of ``batch`` consecutive texts each, cycling through ``texts``."""
+    """``count`` request bodies of ``batch`` consecutive texts each, cycling through ``texts``; by default enough
+    bodies to send every text once, so a run's texts are the ones a baseline over ``texts`` embeds (the first 512
+    STS-B dev sentences average 11.3 tokens, all 3,000 of them 16.2)."""
+    if count is None:
+        count = max(1, -(-len(texts) // batch))
     bodies = []
     for i in range(count):
         start = (i * batch) % len(texts)

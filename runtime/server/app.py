@@ -75,6 +75,8 @@ class Service:
         self.last_arrival = 0.0  # monotonic time of the last embedding request, for the drain's quiet period
         self._key = f"Bearer {settings.api_key}".encode() if settings.api_key else None
         self._counters: dict[tuple[str, int], Any] = {}
+        # read when /metrics is scraped: a Gauge.set per request takes prometheus_client's lock twice a request
+        self.metrics.inflight_inputs.set_function(lambda: self.inflight)
         self.app = self._build()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -236,7 +238,7 @@ class Service:
             truncate=truncate,
             normalize=normalize,
         )
-        self._change_inflight(count)
+        self.inflight += count
         gone: asyncio.Future[Any] | None = None
 
         def client_left(_: object) -> None:
@@ -263,12 +265,8 @@ class Service:
             if gone is not None:
                 gone.remove_done_callback(client_left)
                 gone.cancel()
-            self._change_inflight(-count)
+            self.inflight -= count
         return job
-
-    def _change_inflight(self, delta: int) -> None:
-        self.inflight += delta
-        self.metrics.inflight_inputs.set(self.inflight)
 
     async def _health(self, request: Request) -> Response:
         if self.draining:
