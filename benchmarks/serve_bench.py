@@ -260,8 +260,6 @@ def _library_loop(batch: int, seconds: float) -> dict[str, Any]:
     }
 
 
-
-
 def _library_corpus(batch: int, seconds: float) -> dict[str, Any]:
     """``encode`` of 2,000 dev texts in one call, repeated for ``seconds``: the library's in-process throughput."""
     import runtime
