@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.corpus_memory import proc_status_mib
 from benchmarks.machine import cores, cpu_flags, cpu_model, library_versions, machine_name
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,26 +39,22 @@ SAMPLE_S = 0.5
 # ---- children: one measurement each ----
 
 
-def _status(key: str) -> float:
-    """A /proc/self/status memory field in MiB (VmRSS: now, VmHWM: peak)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{key} not in /proc/self/status")
-
-
 def child_inprocess(source: Path) -> dict[str, Any]:
     """``runtime.load().encode(all texts)``: the in-process baseline."""
     import runtime
 
     texts = source.read_text(encoding="utf-8").splitlines()
     encoder = runtime.load(provider="cpu")
-    before = _status("VmRSS")
+    before = proc_status_mib("VmRSS")
     start = time.perf_counter()
     vectors = encoder.encode(texts, batch_size=32)
     seconds = time.perf_counter() - start
-    return {"texts": len(vectors), "seconds": seconds, "rss_before_mib": before, "peak_rss_mib": _status("VmHWM")}
+    return {
+        "texts": len(vectors),
+        "seconds": seconds,
+        "rss_before_mib": before,
+        "peak_rss_mib": proc_status_mib("VmHWM"),
+    }
 
 
 def child_local(source: Path, out: Path) -> dict[str, Any]:
@@ -71,7 +68,7 @@ def child_local(source: Path, out: Path) -> dict[str, Any]:
     def sample() -> None:
         while not done.wait(SAMPLE_S):
             shards = len(list(out.glob("part-*.parquet"))) if out.exists() else 0
-            curve.append((round(time.perf_counter() - start, 1), shards, round(_status("VmRSS"), 1)))
+            curve.append((round(time.perf_counter() - start, 1), shards, round(proc_status_mib("VmRSS"), 1)))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -86,7 +83,7 @@ def child_local(source: Path, out: Path) -> dict[str, Any]:
         "seconds": result.seconds,
         "first_shard_s": result.first_shard_seconds,
         "shards": result.shards,
-        "peak_rss_mib": _status("VmHWM"),
+        "peak_rss_mib": proc_status_mib("VmHWM"),
         "curve": curve,
     }
 

@@ -31,7 +31,7 @@ def child_memory(source: Path, out: Path) -> dict[str, Any]:
     marks: list[dict[str, Any]] = []
 
     def mark(stage: str) -> None:
-        fields = {k: _status(k) for k in ("VmRSS", "VmHWM", "RssAnon", "RssFile")}
+        fields = {k: proc_status_mib(k) for k in ("VmRSS", "VmHWM", "RssAnon", "RssFile")}
         marks.append({"stage": stage, **{k: round(v, 1) for k, v in fields.items()}})
 
     mark("interpreter")
@@ -95,8 +95,8 @@ def child_memory(source: Path, out: Path) -> dict[str, Any]:
     }
 
 
-def _status(key: str) -> float:
-    """A /proc/self/status memory field in MiB."""
+def proc_status_mib(key: str) -> float:
+    """A /proc/self/status memory field in MiB (VmRSS: now, VmHWM: peak)."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(key + ":"):

@@ -22,8 +22,6 @@ from runtime.corpus.errors import CorpusError
 from runtime.corpus.inputs import Plan
 from runtime.corpus.outputs import ShardInfo, arrow_pool_env
 
-log = logging.getLogger("runtime.corpus")
-
 
 def _ray() -> Any:
     try:
