@@ -648,9 +648,13 @@ def markdown(doc: dict[str, Any]) -> str:
         f"# HTTP server benchmark: {m['name']}",
         "",
         f"{m['cpu_model']} ({', '.join(m['isa'])}), {doc['created']}. Server pinned to core {SERVER_CORE} with one "
-        f"intra-op thread, load generator on core {CLIENT_CORE}; requests carry STS-B dev sentences, base64 output. "
-        "infinity-emb's onnxruntime sessions are held to one intra-op thread too (onnxruntime would otherwise pin a "
-        "pool thread to the load generator's core, whatever taskset says).",
+        f"intra-op thread, load generator on core {CLIENT_CORE}; requests carry STS-B dev sentences, base64 output."
+        + (
+            " infinity-emb's onnxruntime sessions are held to one intra-op thread too (onnxruntime would otherwise pin "
+            "a pool thread to the load generator's core, whatever taskset says)."
+            if doc.get("infinity")
+            else ""
+        ),
         f"Load average: start {doc['loadavg_start']}, end {doc['loadavg_end']} (2 cores, shared machine).",
         "",
         "| system | run | inputs/s | ratio to library b32 | p50 ms | p90 ms | p99 ms | statuses |",
