@@ -49,7 +49,7 @@ def measure_ranges(
         if not present:
             raise FileNotFoundError(f"{folder}: none of the manifest's graphs is present")
         graph = present[0]
-    encoder = load(folder, provider="cpu", precision=graph.value)
+    encoder = load(folder, provider="cpu", precision=graph.value, backend="onnxruntime")  # the CPU-independent vectors
     texts = calibration_sentences(limit)
     embeddings = encoder.encode(texts, batch_size=64)
     record = {

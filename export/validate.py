@@ -54,16 +54,17 @@ def compare(embeddings: np.ndarray, reference: np.ndarray, pairs: list[StsPair])
 
 
 def check_variant(folder: Path, precision: Precision, reference: np.ndarray, pairs: list[StsPair]) -> VariantCheck:
-    """Encode the dev sentences with the runtime on CPU and compare them with the PyTorch reference; int8 is also
-    compared with its exact-integer reference run on this CPU, which exposes integer kernels that lose precision."""
-    encoder = load(folder, provider="cpu", precision=precision.value)
+    """Encode the dev sentences with the runtime on CPU (onnxruntime, the portable path the artifact ships for) and
+    compare them with the PyTorch reference; int8 is also compared with its exact-integer reference run on this CPU,
+    which exposes integer kernels that lose precision."""
+    encoder = load(folder, provider="cpu", precision=precision.value, backend="onnxruntime")
     texts = pair_texts(pairs)
     embeddings = encoder.encode(texts, batch_size=32)
     check = compare(embeddings, reference, pairs)
     if precision is not Precision.INT8:
         return check
     with tempfile.TemporaryDirectory(prefix="exact-") as tmp:
-        exact = load(reference_artifact(folder, Path(tmp)), provider="cpu", precision="int8")
+        exact = load(reference_artifact(folder, Path(tmp)), provider="cpu", precision="int8", backend="onnxruntime")
         diff = float(np.abs(embeddings - exact.encode(texts, batch_size=32)).max())
     return replace(check, max_abs_diff_to_exact=diff)
 

@@ -52,12 +52,16 @@ def isa_flags() -> tuple[str, ...]:
 
 
 def isa_class(flags: tuple[str, ...] | None = None) -> str:
-    """The int8 kernel class: ``avx512vnni``, ``avxvnni``, ``avx512``, ``avx2``, ``sse4``, ``arm64``, ``unknown``.
+    """The int8 kernel class: ``amx``, ``avx512vnni``, ``avxvnni``, ``avx512``, ``avx2``, ``sse4``, ``arm64``,
+    ``unknown``.
 
-    On the x86 classes without VNNI (``avx512``, ``avx2``, ``sse4``) onnxruntime's u8 x s8 kernels sum pairs of
-    products in saturating int16; the shipped int8 graph is built so that they cannot saturate.
+    ``amx`` (Intel Xeon with AMX-INT8): onnxruntime's u8 x s8 GEMMs run on AMX tiles, and OpenVINO's bf16 ones on
+    AMX-BF16. On the x86 classes without VNNI (``avx512``, ``avx2``, ``sse4``) onnxruntime's u8 x s8 kernels sum pairs
+    of products in saturating int16; the shipped int8 graph is built so that they cannot saturate.
     """
     f = set(isa_flags() if flags is None else flags)
+    if "amx_int8" in f:
+        return "amx"
     if "avx512_vnni" in f:
         return "avx512vnni"
     if "avx_vnni" in f:

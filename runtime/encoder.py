@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
 from runtime.artifact import Manifest, Precision, read_manifest, verify
-from runtime.backends import Backend, Runner, auto_backend
-from runtime.errors import ArtifactError, BackendUnavailable, ProviderUnavailable
+from runtime.backends import Backend, Decision, Runner, choose
+from runtime.batching import TOKENS_PER_RUN, plan_runs, renormalize
+from runtime.errors import ArtifactError
 from runtime.quantization import (
     CALIBRATED,
     OUTPUT_PRECISIONS,
@@ -22,15 +21,11 @@ from runtime.quantization import (
     quantize,
     ranges_array,
 )
-from runtime.session import OnnxRuntimeRunner, Provider, create_session, plan
+from runtime.session import Provider
 
-# Padded tokens per session run, whatever batch_size asks for: this bounds memory (attention grows with
-# batch * seq_len^2) and, on the CPU, keeps activations cache-sized: 1,024-token runs measured 30 % faster than
-# 16,384-token runs on 200-token texts and at batch 128 (int8 and fp32). GPUs want large runs.
-TOKENS_PER_RUN = {"cpu": 1024, "cuda": 32768}
+__all__ = ["TOKENS_PER_RUN", "Encoder"]
 
 Texts = str | Sequence[str]
-log = logging.getLogger(__name__)
 
 
 class Encoder:
@@ -47,82 +42,40 @@ class Encoder:
         folder = Path(folder)
         self.folder = folder
         self.manifest: Manifest = read_manifest(folder)
-        if backend is Backend.OPENVINO and provider is Provider.CUDA:
-            raise BackendUnavailable(
-                "backend='openvino' runs on the CPU only; provider='cuda' needs backend='onnxruntime' (or 'auto')"
-            )
-        if backend is Backend.OPENVINO:
-            provider = Provider.CPU
-        chosen = plan(self.manifest, folder, provider, precision)
-        self.device: str = chosen.device
-        self.precision: Precision = chosen.precision
+        self._runner: Runner
+        self.decision: Decision
+        self._runner, self.decision = choose(self.manifest, folder, provider, precision, backend, threads)
+        self.device: str = self.decision.device
+        self.precision: Precision = self.decision.precision
+        self.backend: str = self.decision.backend
         self.max_seq_length: int = self.manifest.max_seq_length
         self._tokenizer = _load_tokenizer(verify(folder, self.manifest.tokenizer), self.max_seq_length)
         # tokenizers rebuilds its whole vocabulary map to count it (~8 ms for 30,522 entries): count once.
         self._vocab_size = int(self._tokenizer.get_vocab_size())
         ranges = self.manifest.output_ranges
         self._ranges = None if ranges is None else ranges_array(ranges)
-        self._auto: str | None = None
-        if backend is Backend.AUTO:
-            choice = auto_backend(self.device, self.precision)
-            backend, self._auto = choice.backend, choice.reason
-        graph = verify(folder, self.manifest.variants[self.precision].graph)
-        self._runner: Runner
-        if backend is Backend.OPENVINO:
-            try:
-                self._runner = _openvino_runner(graph, self.manifest.dimension, threads)
-            except (BackendUnavailable, ArtifactError) as err:
-                if self._auto is None:
-                    raise
-                log.warning("OpenVINO unusable, backend='auto' uses onnxruntime: %s", err)
-                backend, self._auto = Backend.ONNXRUNTIME, f"OpenVINO failed: {err}"
-            else:
-                if self._auto is not None:
-                    inference = self._runner.info()["inference_precision"]
-                    # f32 keeps the portable path's precision class (int8 matrix multiplies, f32 elsewhere); the
-                    # opt-in bf16 does not, and failed the cosine gate: say so louder.
-                    log.log(
-                        logging.INFO if inference == "f32" else logging.WARNING,
-                        "backend='auto' chose OpenVINO (%s), %s %s inference: vectors close to, not bit-identical "
-                        "with, the portable onnxruntime int8 ones (backend='onnxruntime' gives those)",
-                        self._auto,
-                        self.precision.value,
-                        inference,
-                    )
-        self.backend: str = backend.value
-        if backend is Backend.ONNXRUNTIME:
-            self._runner = self._onnxruntime_runner(graph, provider, precision, threads)
 
-    def _onnxruntime_runner(
-        self, graph: Path, provider: Provider, precision: Precision | None, threads: int | None
-    ) -> OnnxRuntimeRunner:
-        # onnxruntime reads the file itself: handing it a Python bytes copy costs ~20 MiB more peak RSS.
-        try:
-            self._session: ort.InferenceSession = create_session(graph, self.manifest.dimension, self.device, threads)
-        except ProviderUnavailable as err:
-            if provider is not Provider.AUTO:
-                raise
-            log.warning("CUDA unusable, provider='auto' uses the CPU: %s", err)
-            fallback = plan(self.manifest, self.folder, Provider.CPU, precision)
-            self.device, self.precision = fallback.device, fallback.precision
-            graph = verify(self.folder, self.manifest.variants[self.precision].graph)
-            self._session = create_session(graph, self.manifest.dimension, self.device, threads)
-        return OnnxRuntimeRunner(self._session, self.device, threads)
+    @property
+    def rule(self) -> str:
+        """Which engine embeds which texts, in words (:attr:`Decision.rule`); corpus jobs record it."""
+        return self.decision.rule
 
     @property
     def info(self) -> dict[str, object]:
-        """How this encoder computes: backend, engine, device, graph precision, inference precision, threads, and
-        for OpenVINO its compiled-model settings and compile time; ``auto`` says why ``backend="auto"`` chose it."""
+        """How this encoder computes: backend and rule, engine(s), device, graph precision, inference precision,
+        threads, whether its vectors are the same on every CPU, and why it was chosen so."""
         details = self._runner.info()
         inference = details.pop("inference_precision", None) or ("fp16" if self.precision is Precision.FP16 else "f32")
         return {
             "backend": self.backend,
+            "rule": self.rule,
             "device": self.device,
             "graph_precision": self.precision.value,
             "inference_precision": inference,
             "packed_tokens": self.packs_tokens,
+            "portable": self.decision.portable,
             **details,
-            "auto": self._auto,
+            "reasons": list(self.decision.reasons),
         }
 
     @property
@@ -173,11 +126,11 @@ class Encoder:
         ids = self._token_ids(texts)
         out = np.empty((len(ids), self.manifest.dimension), dtype=np.float32)
         with _progress_bar(len(ids), show_progress_bar) as advance:
-            for rows in _batches(ids, batch_size, TOKENS_PER_RUN[self.device], self._runner.equal_lengths):
+            for rows in self._plan([len(r) for r in ids], batch_size):
                 out[rows] = self._run([ids[i] for i in rows])
                 advance(len(rows))
-        if normalize_embeddings and len(out):
-            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), np.float32(1e-12))
+        if normalize_embeddings:
+            renormalize(out)
         out = quantize(out, precision, self._ranges)
         return out[0] if single else out
 
@@ -217,7 +170,7 @@ class Encoder:
             raise ValueError(f"{name}: expected texts or embeddings of shape {expected}, got shape {matrix.shape}")
         if not np.isfinite(matrix).all():
             raise ValueError(f"{name}: embeddings contain NaN or infinity")
-        return np.asarray(matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), np.float32(1e-12)))
+        return renormalize(matrix.copy())
 
     def _token_ids(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self._encodings(texts)]
@@ -259,10 +212,15 @@ class Encoder:
         return [e.ids for e in encodings], [bool(e.overflowing) for e in encodings]
 
     def batch_plan(self, ids: Sequence[Sequence[int]], batch_size: int = 32) -> list[list[int]]:
-        """Row indices of each session run ``encode`` makes for these token sequences (the same batching rules)."""
+        """Row indices of each engine run ``encode`` makes for these token sequences (:func:`runtime.batching.plan_runs`
+        with this encoder's token bound and engine boundaries)."""
         _check_batch_size(batch_size)
-        return list(
-            _batches([list(r) for r in ids], batch_size, TOKENS_PER_RUN[self.device], self._runner.equal_lengths)
+        return self._plan([len(r) for r in ids], batch_size)
+
+    def _plan(self, lengths: list[int], batch_size: int) -> list[list[int]]:
+        runner = self._runner
+        return plan_runs(
+            lengths, batch_size, TOKENS_PER_RUN[self.device], cuts=runner.cuts, equal_lengths=runner.equal_lengths
         )
 
     def embed_ids(self, rows: Sequence[Sequence[int]], normalize_embeddings: bool = True) -> np.ndarray:
@@ -280,15 +238,7 @@ class Encoder:
             if min(r) < 0 or max(r) >= vocab:
                 raise ValueError(f"rows[{i}] holds token ids outside 0 .. {vocab - 1}")
         out = self._run([list(r) for r in rows])
-        if normalize_embeddings:
-            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), np.float32(1e-12))
-        return out
-
-
-def _openvino_runner(graph: Path, dimension: int, threads: int | None) -> Runner:
-    from runtime.openvino_backend import OpenVINORunner  # imports openvino: only when this backend is asked for
-
-    return OpenVINORunner(graph, dimension, threads)
+        return renormalize(out) if normalize_embeddings else out
 
 
 def _load_tokenizer(path: Path, max_seq_length: int) -> Tokenizer:
@@ -328,24 +278,6 @@ def _check_batch_size(batch_size: object) -> None:
         raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-
-
-def _batches(
-    ids: list[list[int]], batch_size: int, max_tokens: int, equal_lengths: bool = False
-) -> Iterator[list[int]]:
-    """Row indices grouped longest-first so each batch pads little, each within batch_size and max_tokens; with
-    ``equal_lengths`` a batch also holds rows of one token count only (for engines whose vectors change with padding).
-    """
-    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-    start = 0
-    while start < len(order):
-        longest = len(ids[order[start]])
-        size = max(1, min(batch_size, max_tokens // longest))
-        end = min(start + size, len(order))
-        if equal_lengths:
-            end = next((k for k in range(start, end) if len(ids[order[k]]) != longest), end)
-        yield order[start:end]
-        start = end
 
 
 @contextlib.contextmanager

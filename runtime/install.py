@@ -33,6 +33,7 @@ ONNXRUNTIME_BUILDS = (
 CPU_DISTRIBUTION = "minilm-stsb-onnx"
 GPU_DISTRIBUTION = "minilm-stsb-onnx-gpu"
 GPU_INSTALL_HINT = f"pip install {GPU_DISTRIBUTION} (from a checkout of this project: pip install ./gpu)"
+OPENVINO_INSTALL = f"pip install '{CPU_DISTRIBUTION}[openvino]'"
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,12 @@
-"""The OpenVINO backend: the artifact's own ONNX graph compiled by OpenVINO's CPU plugin (the ``openvino`` extra).
+"""The OpenVINO backend: the artifact's graph in its OpenVINO form (:mod:`runtime.openvino_form`), compiled by
+OpenVINO's CPU plugin (the ``openvino`` extra).
 
-openvino is imported only when this backend is built, never by ``import runtime``.
+openvino and onnx are imported only when this backend is built, never by ``import runtime``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import queue
 import threading
@@ -14,75 +16,67 @@ from typing import Any
 
 import numpy as np
 
-from runtime.artifact import INPUT_NAMES, OUTPUT_NAME
-from runtime.backends import OPENVINO_INSTALL
+from runtime.artifact import INPUT_NAMES, OUTPUT_NAME, sha256_file
+from runtime.install import OPENVINO_INSTALL
 from runtime.cpu import restricted_cores
 from runtime.errors import ArtifactError, BackendUnavailable
 
-# OpenVINO's compiled-model cache (its CACHE_DIR): later loads import the compiled blob (~24 MB) instead of converting
-# and compiling the ONNX graph again (measured 0.2 s instead of 0.5 s here). OpenVINO keys each blob by the graph's
-# content, the settings and its own version. Default: the user's cache folder; the variable names another folder,
-# and an empty value turns the cache off. An unwritable folder also leaves it off.
+# The OpenVINO form of each graph and OpenVINO's compiled model (its CACHE_DIR) are kept here, so a later load
+# skips the rewrite, the conversion and the compilation (~2 s) and imports the compiled blob. The form's file is named
+# by the source graph's sha256 and the rewrite's version; OpenVINO keys each blob by the model, the settings and its
+# own version. Default: the user's cache folder; the variable names another folder, and an empty value turns the
+# cache off. An unwritable folder also leaves it off.
 CACHE_ENV = "MINILM_OPENVINO_CACHE_DIR"
-
-# Inference precision of the float parts (attention, layer norms, GELU); OpenVINO's CPU default is bf16 where the CPU
-# has it. f32 is the default here: with bf16 the shipped int8 graph's worst STS-B dev vector fell to cosine 0.98997
-# to PyTorch fp32, under the 0.99 gate (f32: 0.9925, as onnxruntime's). bf16 is opt-in through this variable
-# (measured 1.1-1.25x faster than f32 on a Zen 4 EPYC at batch 32).
-PRECISION_ENV = "MINILM_OPENVINO_INFERENCE_PRECISION"
-PRECISIONS = {"f32": "f32", "bf16": "bf16"}
 
 # Latency hint: one stream whose threads all work on each request, as onnxruntime's intra-op pool does. Pinning off:
 # pinned threads would fight other processes on a shared machine, and pinning gained nothing measurable here.
 BASE_CONFIG: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "ENABLE_CPU_PINNING": False}
+PRECISION_HINTS = {"bf16": "bf16", "f32": "f32"}
 
 
-def inference_precision() -> str:
-    """The inference precision asked of OpenVINO: f32, or bf16 when ``MINILM_OPENVINO_INFERENCE_PRECISION=bf16``."""
-    value = os.environ.get(PRECISION_ENV, "f32").strip().lower() or "f32"
-    if value not in PRECISIONS:
-        raise ValueError(f"{PRECISION_ENV} must be one of {sorted(PRECISIONS)}, got {value!r}")
-    return PRECISIONS[value]
-
-
-def _import_openvino() -> Any:
+def _import(name: str) -> Any:
     try:
-        import openvino
+        return __import__(name)
     except ImportError as err:
-        raise BackendUnavailable(f"backend='openvino' needs the openvino package: {OPENVINO_INSTALL} ({err})") from err
-    return openvino
+        raise BackendUnavailable(f"the OpenVINO backend needs the {name} package: {OPENVINO_INSTALL} ({err})") from err
 
 
 class OpenVINORunner:
     """A compiled model and a pool of infer requests (one per concurrent caller): thread-safe as the Encoder is.
 
-    Each run is split into groups of rows with the same token count, and each group runs without padding: with
-    padding, OpenVINO's attention and pooling reductions change order with the padded length, and the int8 graph's
-    per-token activation quantisation turns those last-bit differences into 1e-3 differences in the vector
-    (measured: 16 of 1,000 STS-B dev texts moved by more than 1e-4, up to 4.7e-3). Unpadded, a text's vector is
-    the same alone or in any batch.
+    Batches are padded as onnxruntime's are: the OpenVINO form has no per-token quantisation to amplify the last-bit
+    differences padding makes in attention and pooling, so a text's vector alone and inside any padded batch stay
+    within the bf16 gate (cosine >= 0.9999; measured in docs/decisions.md, tested in tests/test_openvino.py).
     """
 
-    equal_lengths = True
+    equal_lengths = False
+    cuts: tuple[int, ...] = ()
 
-    def __init__(self, graph: Path, dimension: int, threads: int | None) -> None:
-        ov = _import_openvino()
+    def __init__(self, graph: Path, dimension: int, threads: int | None, precision: str) -> None:
+        if precision not in PRECISION_HINTS:
+            raise ValueError(
+                f"OpenVINO inference precision must be one of {sorted(PRECISION_HINTS)}, got {precision!r}"
+            )
+        ov = _import("openvino")
         self._ov = ov
         core = ov.Core()
-        cache_dir = _cache_dir()
+        cache_dir = _cache_dir(precision)
         if cache_dir:
             core.set_property({"CACHE_DIR": cache_dir})
         if threads is None:
             # OpenVINO sizes its pool from the machine's cores; a process held to fewer gets one thread per its cores.
             threads = restricted_cores()
-        config = {**BASE_CONFIG, "INFERENCE_PRECISION_HINT": inference_precision()}
+        config = {**BASE_CONFIG, "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision]}
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = threads
         started = time.perf_counter()
         try:
-            self._compiled = core.compile_model(str(graph), "CPU", config)
-        except Exception as err:  # OpenVINO raises its own RuntimeError subclasses
-            raise ArtifactError(f"{graph}: OpenVINO cannot compile the graph: {err}") from err
+            model = _form(core, graph, cache_dir)
+            self._compiled = core.compile_model(model, "CPU", config)
+        except (BackendUnavailable, ArtifactError):
+            raise
+        except Exception as err:  # onnx and OpenVINO raise their own exception types
+            raise ArtifactError(f"{graph}: OpenVINO cannot compile the graph's OpenVINO form: {err}") from err
         self.compile_seconds = time.perf_counter() - started
         self._check_contract(graph, dimension)
         self._dimension = dimension
@@ -108,24 +102,18 @@ class OpenVINORunner:
         self._output = outputs[OUTPUT_NAME]
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """Embed a batch whose masks are 1 on a prefix of each row (as the Encoder pads) -> float32 (n, dim)."""
-        lengths = attention_mask.sum(axis=1)
-        out = np.empty((len(lengths), self._dimension), dtype=np.float32)
+        """Embed a padded batch -> float32 (n, dim)."""
         try:
             request = self._requests.get_nowait()
         except queue.Empty:
             with self._create_lock:
                 request = self._compiled.create_infer_request()
         try:
-            for length in np.unique(lengths):
-                rows = np.flatnonzero(lengths == length)
-                ids = np.ascontiguousarray(input_ids[rows, :length])
-                mask = np.ascontiguousarray(attention_mask[rows, :length])
-                request.infer({INPUT_NAMES[0]: ids, INPUT_NAMES[1]: mask}, share_inputs=True)
-                out[rows] = request.get_tensor(self._output).data
+            feeds = {INPUT_NAMES[0]: input_ids, INPUT_NAMES[1]: attention_mask}
+            request.infer(feeds, share_inputs=True)
+            return np.array(request.get_tensor(self._output).data, dtype=np.float32)
         finally:
             self._requests.put(request)
-        return out
 
     def info(self) -> dict[str, object]:
         """Engine, version, the compiled model's effective settings and how long compiling took."""
@@ -143,19 +131,51 @@ class OpenVINORunner:
             "compile_seconds": round(self.compile_seconds, 3),
             "cache_dir": self._cache_dir,
             "loaded_from_cache": bool(compiled.get_property("LOADED_FROM_CACHE")) if self._cache_dir else False,
-            "batches": "rows of one token length per inference (no padding)",
+            "graph_form": f"OpenVINO form v{_form_version()} (runtime.openvino_form)",
         }
         return info
 
 
-def _cache_dir() -> str | None:
-    """The compiled-model cache folder (created if needed), or None when turned off or not writable."""
+def _form_version() -> int:
+    from runtime.openvino_form import VERSION
+
+    return VERSION
+
+
+def _form(core: Any, graph: Path, cache_dir: str | None) -> Any:
+    """The graph's OpenVINO form as an OpenVINO model, or the path of its cached file (which lets OpenVINO's own
+    cache import the compiled blob without reading the model again)."""
+    from runtime.openvino_form import VERSION, openvino_form
+
+    onnx = _import("onnx")
+    if cache_dir:
+        key = hashlib.sha256(f"{sha256_file(graph)}-{VERSION}".encode()).hexdigest()[:32]
+        path = Path(cache_dir) / f"form-{key}.onnx"
+        if not path.is_file():
+            form = openvino_form(onnx.load(str(graph)))
+            partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            try:
+                onnx.save(form, str(partial))
+                os.replace(partial, path)  # whole or absent, even with several processes writing it at once
+            finally:
+                partial.unlink(missing_ok=True)
+        return str(path)
+    return core.read_model(openvino_form(onnx.load(str(graph))).SerializeToString())
+
+
+def _cache_dir(precision: str) -> str | None:
+    """The cache folder for one inference precision (created if needed), or None when turned off or not writable.
+
+    One folder per precision: OpenVINO 2026.4 keys a blob compiled from a model file by the file and not by
+    INFERENCE_PRECISION_HINT, and a blob compiled for f32 imported under a bf16 request gave NaN and zero vectors
+    (tested: tests/test_openvino.py::test_compiled_model_cache)."""
     value = os.environ.get(CACHE_ENV)
     if value is None:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         value = os.path.join(base, "minilm-stsb-onnx", "openvino")
     if not value.strip():
         return None
+    value = os.path.join(value, precision)
     try:
         os.makedirs(value, exist_ok=True)
     except OSError:

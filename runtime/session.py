@@ -1,4 +1,4 @@
-"""Everything onnxruntime-specific: provider choice, session options, graph contract check."""
+"""Everything onnxruntime-specific: providers, CUDA availability, session options, graph contract check."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import importlib.util
 import io
 import logging
 import sys
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime import install
-from runtime.artifact import INPUT_NAMES, OUTPUT_NAME, Manifest, Precision
+from runtime.artifact import INPUT_NAMES, OUTPUT_NAME
 from runtime.cpu import restricted_cores
 from runtime.errors import ArtifactError, ProviderUnavailable
 
@@ -26,12 +25,6 @@ log = logging.getLogger(__name__)
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
-# Precision preference per device: int8 (MatMulInteger) is a CPU format; GPUs want fp16.
-PREFERENCE = {
-    "cpu": (Precision.INT8, Precision.FP32, Precision.FP16),
-    "cuda": (Precision.FP16, Precision.FP32, Precision.INT8),
-}
-
 
 class Provider(str, Enum):
     """Where to run: ``auto`` picks CUDA when onnxruntime offers it, else CPU."""
@@ -39,14 +32,6 @@ class Provider(str, Enum):
     AUTO = "auto"
     CPU = "cpu"
     CUDA = "cuda"
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The resolved device and graph variant for a load request."""
-
-    device: str
-    precision: Precision
 
 
 def available_providers() -> list[str]:
@@ -91,41 +76,6 @@ def cuda_problem() -> str | None:
             f"{install.GPU_INSTALL_HINT}, in an environment without the onnxruntime (CPU) package{notes}"
         )
     return cuda_driver_problem()
-
-
-def plan(manifest: Manifest, folder: Path, provider: Provider, precision: Precision | None) -> Plan:
-    """Choose device and precision; explicit requests that cannot be honoured raise, never fall back."""
-    problem = cuda_problem() if provider is not Provider.CPU else None
-    cuda_ok = problem is None
-    if provider is Provider.CUDA and problem is not None:
-        raise ProviderUnavailable(f"provider='cuda' cannot be used: {problem}")
-    present = [p for p in manifest.variants if (folder / p.file_name).is_file()]
-    if precision is not None:
-        if precision not in manifest.variants:
-            raise ArtifactError(
-                f"{folder}: no {precision.value} variant in the manifest (has {_names(manifest.variants)})"
-            )
-        if precision not in present:
-            raise ArtifactError(
-                f"{folder / precision.file_name}: {precision.value} graph not present (the export pipeline "
-                "regenerates it: python -m export onnx)"
-            )
-    if provider is Provider.AUTO:
-        gpu_variant = any(p in present for p in (Precision.FP16, Precision.FP32))
-        wanted_gpu = precision in (Precision.FP16, Precision.FP32) if precision else gpu_variant
-        device = "cuda" if cuda_ok and wanted_gpu else "cpu"
-    else:
-        device = provider.value
-    if precision is None:
-        choices = [p for p in PREFERENCE[device] if p in present]
-        if not choices:
-            raise ArtifactError(f"{folder}: none of the manifest's graphs {_names(manifest.variants)} is present")
-        precision = choices[0]
-    return Plan(device=device, precision=precision)
-
-
-def _names(variants: object) -> list[str]:
-    return [p.value for p in variants]  # type: ignore[attr-defined]
 
 
 def session_options(threads: int | None) -> ort.SessionOptions:
@@ -218,9 +168,16 @@ class OnnxRuntimeRunner:
     """The Encoder's view of an onnxruntime session (a session is thread-safe: one serves every thread)."""
 
     equal_lengths = False
+    cuts: tuple[int, ...] = ()
 
     def __init__(self, session: ort.InferenceSession, device: str, threads: int | None) -> None:
         self.session, self.device, self._threads = session, device, threads
+
+    @classmethod
+    def create(cls, graph: Path, dimension: int, device: str, threads: int | None) -> OnnxRuntimeRunner:
+        """A session for an already hash-verified graph (onnxruntime reads the file itself: a Python bytes copy
+        would cost ~20 MiB more peak RSS)."""
+        return cls(create_session(graph, dimension, device, threads), device, threads)
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Embed one padded batch -> float32 (n, dim)."""

@@ -42,8 +42,9 @@ def default_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def encoder() -> runtime.Encoder:
-    """The shipped default model (int8, CPU), loaded once."""
-    return runtime.load(provider="cpu")
+    """The shipped default model on the portable path (int8 on onnxruntime, CPU), loaded once. What backend="auto"
+    picks depends on the CPU class (tests/test_openvino.py covers it)."""
+    return runtime.load(provider="cpu", backend="onnxruntime")
 
 
 @pytest.fixture()

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
-import random
 import threading
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import runtime
 from export.data import dev_sentences
@@ -20,80 +16,8 @@ pytest.importorskip("uvicorn", reason="needs the 'serve' extra")
 pytest.importorskip("prometheus_client", reason="needs the 'serve' extra")
 
 from runtime.server import main as server_main
-from runtime.server.batcher import Batcher, Job, plan_runs
+from runtime.server.batcher import Batcher, Job
 from runtime.server.metrics import Metrics
-
-
-def _cost(runs: list[list[int]], lengths: list[int], overhead: int, attention: int) -> float:
-    """The planner's cost model, computed independently: each run pads every row to its longest."""
-    total = 0.0
-    for run in runs:
-        width = max(lengths[i] for i in run)
-        total += overhead + len(run) * width * (1 + width / attention)
-    return total
-
-
-def _brute_force(lengths: list[int], batch_size: int, max_tokens: int, overhead: int, attention: int) -> float:
-    """The cheapest plan over every way of cutting the longest-first order into runs that fit the limits."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    best = float("inf")
-    for cuts in itertools.product((False, True), repeat=max(0, len(order) - 1)):
-        runs, current = [], [order[0]]
-        for i, cut in zip(order[1:], cuts, strict=True):
-            if cut:
-                runs.append(current)
-                current = []
-            current.append(i)
-        runs.append(current)
-        if all(_fits(r, lengths, batch_size, max_tokens) for r in runs):
-            best = min(best, _cost(runs, lengths, overhead, attention))
-    return best
-
-
-def _fits(run: list[int], lengths: list[int], batch_size: int, max_tokens: int) -> bool:
-    return len(run) == 1 or (len(run) <= batch_size and len(run) * max(lengths[i] for i in run) <= max_tokens)
-
-
-@settings(max_examples=150, deadline=None)
-@given(
-    lengths=st.lists(st.integers(1, 300), min_size=1, max_size=9),
-    batch_size=st.integers(1, 5),
-    max_tokens=st.sampled_from([64, 256, 1024]),
-    overhead=st.integers(0, 40),
-)
-def test_plan_runs_is_the_cheapest_valid_plan(
-    lengths: list[int], batch_size: int, max_tokens: int, overhead: int
-) -> None:
-    runs = plan_runs(lengths, batch_size, max_tokens, overhead=overhead, attention=512)
-    assert sorted(i for r in runs for i in r) == list(range(len(lengths)))  # every row exactly once
-    assert all(_fits(r, lengths, batch_size, max_tokens) for r in runs)
-    cost = _cost(runs, lengths, overhead, 512)
-    assert cost == pytest.approx(_brute_force(lengths, batch_size, max_tokens, overhead, 512))
-
-
-def test_plan_runs_keeps_short_texts_out_of_a_long_texts_run() -> None:
-    # One 50-token text among 21 of 10 tokens: one run would pad 21 rows to 50 (1,100 tokens for 260 real ones).
-    lengths = [10] * 10 + [50] + [10] * 11
-    runs = plan_runs(lengths, 32, 1024, overhead=12)
-    assert runs == [[10], [i for i in range(22) if i != 10]]
-    # Equal lengths gain nothing from extra runs: cut only at the batch size, as encode() does.
-    assert [len(r) for r in plan_runs([16] * 70, 32, 1024)] == [32, 32, 6]
-    assert plan_runs([], 32, 1024) == []
-
-
-def test_stsb_steps_pad_far_less_than_one_run() -> None:
-    # The server's case: 22 one-text requests waiting together. The plan's padded tokens are what the session
-    # computes; the real tokens are the floor.
-    enc = runtime.load(provider="cpu", threads=1)
-    all_lengths = [len(r) for r in enc.tokenize(dev_sentences())]
-    rng = random.Random(0)
-    real = padded = single = 0
-    for _ in range(20):
-        lengths = rng.sample(all_lengths, 22)  # requests arrive in no order of length
-        real += sum(lengths)
-        padded += sum(len(r) * max(lengths[i] for i in r) for r in plan_runs(lengths, 32, 1024))
-        single += len(lengths) * max(lengths)
-    assert padded <= 1.25 * real and single >= 1.6 * real, (padded, real, single)
 
 
 def _submit_all(batcher: Batcher, requests: list[list[str]]) -> list[Job]:
@@ -109,7 +33,7 @@ def _submit_all(batcher: Batcher, requests: list[list[str]]) -> list[Job]:
 
 
 def test_two_workers_share_the_queue_and_match_the_library(encoder: runtime.Encoder) -> None:
-    second = runtime.load(provider="cpu", threads=1)
+    second = runtime.load(provider="cpu", threads=1, backend="onnxruntime")
     metrics = Metrics()
     batcher = Batcher([encoder, second], metrics, batch_size=32)
     batcher.start()
@@ -193,5 +117,5 @@ def test_next_run_is_the_planned_run_holding_the_oldest_row(encoder: runtime.Enc
     job = Job(loop, loop.create_future(), len(lengths), ids=[[101] * n for n in lengths])
     loop.close()
     pool = [(job, i) for i in range(len(lengths))]
-    assert sorted(batcher._next_run(pool)) == [0, 4, 5]
-    assert sorted(batcher._next_run(pool[1:])) == [0, 1, 2]  # once it ran, the long rows are the oldest
+    assert sorted(batcher._next_run(encoder, pool)) == [0, 4, 5]
+    assert sorted(batcher._next_run(encoder, pool[1:])) == [0, 1, 2]  # once it ran, the long rows are the oldest

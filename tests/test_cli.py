@@ -26,21 +26,27 @@ def _write_inputs(folder: Path) -> dict[str, Path]:
     return {"txt": txt, "jsonl": jsonl, "csv": csv_path}
 
 
+@pytest.fixture(scope="module")
+def auto_encoder() -> runtime.Encoder:
+    """What the CLI loads without model options: backend="auto" (its engines depend on the CPU class)."""
+    return runtime.load(provider="cpu")
+
+
 @pytest.mark.parametrize("kind", ["txt", "jsonl", "csv"])
-def test_encode_file_to_npy_matches_library(kind: str, tmp_path: Path, encoder: runtime.Encoder) -> None:
+def test_encode_file_to_npy_matches_library(kind: str, tmp_path: Path, auto_encoder: runtime.Encoder) -> None:
     source = _write_inputs(tmp_path)[kind]
     out = tmp_path / "out.npy"
     args = ["--provider", "cpu", "encode", str(source), "-o", str(out)]
     main([*args, "--column", "sentence"] if kind == "csv" else args)
-    np.testing.assert_allclose(np.load(out), encoder.encode(TEXTS), atol=1e-6)
+    np.testing.assert_allclose(np.load(out), auto_encoder.encode(TEXTS), atol=1e-6)
 
 
-def test_encode_to_jsonl_keeps_text_and_order(tmp_path: Path, encoder: runtime.Encoder) -> None:
+def test_encode_to_jsonl_keeps_text_and_order(tmp_path: Path, auto_encoder: runtime.Encoder) -> None:
     out = tmp_path / "out.jsonl"
     main(["encode", str(_write_inputs(tmp_path)["txt"]), "-o", str(out)])
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["text"] for r in rows] == TEXTS
-    np.testing.assert_allclose(np.array([r["embedding"] for r in rows]), encoder.encode(TEXTS), atol=1e-6)
+    np.testing.assert_allclose(np.array([r["embedding"] for r in rows]), auto_encoder.encode(TEXTS), atol=1e-6)
 
 
 def test_missing_csv_column_is_named(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import runtime
-from runtime.encoder import TOKENS_PER_RUN, _batches
+from runtime.batching import TOKENS_PER_RUN
 
 DIM = 384
 SENTENCES = [
@@ -202,7 +202,7 @@ def test_bad_load_arguments(default_dir: Path, kwargs: dict, message: str) -> No
 
 
 def test_threads_setting_gives_same_vectors(default_dir: Path, encoder: runtime.Encoder) -> None:
-    single = runtime.load(default_dir, threads=1)
+    single = runtime.load(default_dir, threads=1, backend="onnxruntime")
     np.testing.assert_allclose(single.encode(SENTENCES), encoder.encode(SENTENCES), atol=1e-5)
 
 
@@ -213,13 +213,5 @@ def test_io_bound_run_matches_plain_run(default_dir: Path) -> None:
     encoder = runtime.load(default_dir, provider="cpu", backend="onnxruntime")
     ids = np.array(encoder.tokenize(["a bound run", "must equal the plain run"])[0:1] * 2, dtype=np.int64)
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-    np.testing.assert_array_equal(infer_bound(encoder._session, "cpu", feeds), infer(encoder._session, "cpu", feeds))
-
-
-def test_batches_respect_token_budget_and_batch_size() -> None:
-    ids = [[0] * n for n in (256, 10, 256, 3, 40, 40, 200, 7)]
-    batches = list(_batches(ids, batch_size=3, max_tokens=512))
-    assert sorted(i for b in batches for i in b) == list(range(len(ids)))
-    for b in batches:
-        assert len(b) <= 3 and len(b) * max(len(ids[i]) for i in b) <= 512
-    assert [len(ids[b[0]]) for b in batches] == sorted((len(ids[b[0]]) for b in batches), reverse=True)
+    session = encoder._runner.session  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(infer_bound(session, "cpu", feeds), infer(session, "cpu", feeds))

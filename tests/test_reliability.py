@@ -74,7 +74,7 @@ def test_eight_threads_by_500_encodes_match_serial_bit_for_bit(encoder: runtime.
 
 
 def test_several_encoders_in_one_process(default_dir: Path, encoder: runtime.Encoder) -> None:
-    others = [runtime.load(default_dir, threads=1), runtime.load(default_dir, threads=2)]
+    others = [runtime.load(default_dir, threads=n, backend="onnxruntime") for n in (1, 2)]
     texts = [p.s1 for p in read_sts("dev")[:40]]
     want = encoder.encode(texts)
     results: dict[int, np.ndarray] = {}

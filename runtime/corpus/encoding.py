@@ -20,14 +20,13 @@ import numpy as np
 
 import runtime
 from runtime.artifact import default_artifact_dir, read_manifest
-from runtime.backends import auto_backend
+from runtime.backends import decide
 from runtime.corpus import inputs
 from runtime.corpus.errors import CorpusError
 from runtime.corpus.inputs import BadRow, Columns, Item, Plan, Row
 from runtime.corpus.outputs import ShardInfo, ShardWriter
 from runtime.quantization import OutputPrecision, check_output_precision
 from runtime.session import Provider
-from runtime.session import plan as plan_device
 
 LOGGED_BAD_ROWS = 100  # skipped rows logged one by one; the rest are only counted
 
@@ -54,16 +53,13 @@ class ModelArgs:
         folder = default_artifact_dir() if self.path is None else Path(self.path)
         manifest = read_manifest(folder)
         backend = runtime._choice(runtime.Backend, self.backend, "backend")
-        provider = Provider.CPU if backend is runtime.Backend.OPENVINO else Provider(self.provider)
-        chosen = plan_device(manifest, folder, provider, runtime._precision(self.precision))
-        if backend is runtime.Backend.AUTO:
-            backend = auto_backend(chosen.device, chosen.precision).backend
-        return _model_record(manifest, chosen.precision, chosen.device, backend.value)
+        decision = decide(manifest, folder, Provider(self.provider), runtime._precision(self.precision), backend)
+        return _model_record(manifest, decision.precision, decision.device, decision.backend, decision.rule)
 
 
 def describe_model(encoder: runtime.Encoder) -> dict[str, Any]:
     """The model as a job records it: a change in any of these makes a job refuse to resume."""
-    return _model_record(encoder.manifest, encoder.precision, encoder.device, encoder.backend)
+    return _model_record(encoder.manifest, encoder.precision, encoder.device, encoder.backend, encoder.rule)
 
 
 def output_precision(options: dict[str, Any]) -> OutputPrecision:
@@ -72,7 +68,7 @@ def output_precision(options: dict[str, Any]) -> OutputPrecision:
 
 
 def _model_record(
-    manifest: runtime.Manifest, precision: runtime.Precision, device: str, backend: str
+    manifest: runtime.Manifest, precision: runtime.Precision, device: str, backend: str, rule: str
 ) -> dict[str, Any]:
     ranges = manifest.output_ranges
     grid = None if ranges is None else hashlib.sha256(json.dumps([ranges.low, ranges.high]).encode()).hexdigest()
@@ -81,6 +77,7 @@ def _model_record(
         "precision": precision.value,
         "device": device,
         "backend": backend,
+        "rule": rule,  # which engine embeds which texts (Encoder.rule): engines give close, not identical, vectors
         "graph_sha256": manifest.variants[precision].graph.sha256,
         "tokenizer_sha256": manifest.tokenizer.sha256,
         "dimension": manifest.dimension,

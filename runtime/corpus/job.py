@@ -116,7 +116,9 @@ def encode_files(
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if encoder is not None:
-        args = ModelArgs(str(encoder.folder), encoder.device, encoder.precision.value, threads, encoder.backend)
+        args = ModelArgs(
+            str(encoder.folder), encoder.device, encoder.precision.value, threads, encoder.decision.asked.value
+        )
     else:
         args = ModelArgs(None if model is None else str(model), provider, precision, threads, backend)
     folder_output = _is_folder(output)

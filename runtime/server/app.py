@@ -20,7 +20,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from runtime.encoder import TOKENS_PER_RUN, Encoder
+from runtime.batching import TOKENS_PER_RUN
+from runtime.encoder import Encoder
 from runtime.server.batcher import Batcher, InputTooLong, Job
 from runtime.server.metrics import Metrics
 from runtime.server.options import Settings

@@ -2,10 +2,10 @@
 
 Requests queue as whole jobs. Before each session run a worker moves waiting jobs, in arrival order, into its pool
 of tokenised rows while the pool holds under a token window (only its share of the queue while other workers are
-idle), plans the pool with ``plan_runs`` (rows longest first, cut into runs of at most ``batch_size`` rows and the
-device's tokens per run so that the padded tokens plus a per-run overhead are fewest) and runs the planned run that
-holds its oldest row. Rows of jobs whose client has gone are dropped before they run; a job's future resolves as
-soon as its last row is embedded.
+idle), plans the pool with the encoder's planner (``runtime.batching.plan_runs``: rows longest first, cut into runs of
+at most ``batch_size`` rows and the device's tokens per run so that the padded tokens plus a per-run overhead are
+fewest, never across the encoder's engine boundaries) and runs the planned run that holds its oldest row. Rows of
+jobs whose client has gone are dropped before they run; a job's future resolves as soon as its last row is embedded.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from runtime.encoder import TOKENS_PER_RUN, Encoder
+from runtime.batching import TOKENS_PER_RUN, renormalize
+from runtime.encoder import Encoder
 from runtime.server.metrics import Metrics
 
 log = logging.getLogger("uvicorn.error")
@@ -30,11 +31,6 @@ WINDOW_RUNS = 4  # a worker's pool takes jobs up to this many full runs of token
 # Inference threads run at a lower CPU priority than the event loop, so on a busy core health checks, 429s and
 # responses are not queued behind session runs; they still get every cycle the event loop leaves.
 INFERENCE_NICE = 10
-# What one session run costs beyond its padded tokens, in tokens' worth of time: onnxruntime's per-run work and
-# this thread's Python around it. Measured on the int8 graph, one thread, AVX-512 VNNI EPYC (see README).
-RUN_OVERHEAD_TOKENS = 12
-# Attention grows with the square of the padded length: a row of w tokens costs w * (1 + w / ATTENTION_TOKENS).
-ATTENTION_TOKENS = 512
 
 
 class InputTooLong(ValueError):
@@ -175,7 +171,7 @@ class Batcher:
                     pending = live
                 self._pooled[index] = len(pending)
                 if pending:
-                    run = self._next_run(pending)
+                    run = self._next_run(encoder, pending)
                     chosen = set(run)
                     batch = [pending[r] for r in run]
                     pending = [row for r, row in enumerate(pending) if r not in chosen]
@@ -208,14 +204,13 @@ class Batcher:
             budget -= job.estimate
         return jobs
 
-    def _next_run(self, pending: list[tuple[Job, int]]) -> list[int]:
-        """The run of ``plan_runs`` over all pending rows that holds the oldest one: no row waits behind rows that
-        came after it for ever, and each run is cut as if the whole pool were planned."""
-        lengths = [len(_ids(job)[i]) for job, i in pending]
-        for run in plan_runs(lengths, self._batch_size, self._run_tokens):
+    def _next_run(self, encoder: Encoder, pending: list[tuple[Job, int]]) -> list[int]:
+        """The planned run over all pending rows that holds the oldest one: no row waits behind rows that came after
+        it for ever, and each run is cut as if the whole pool were planned."""
+        for run in encoder.batch_plan([_ids(job)[i] for job, i in pending], self._batch_size):
             if 0 in run:
                 return run
-        raise AssertionError("plan_runs left out a row")
+        raise AssertionError("the plan left out a row")
 
     def _prepare(self, encoder: Encoder, job: Job) -> bool:
         """Tokenise a text job and allocate its output; False (future failed) if it may not be truncated."""
@@ -249,7 +244,7 @@ class Batcher:
         self._metrics.tokens.inc(sum(map(len, batch)))
         # Renormalised here, once per run, rather than per request on the event loop's thread; per row it is the
         # very computation encode() makes over its whole output.
-        unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), np.float32(1e-12))
+        unit = renormalize(emb.copy())
         finished = []
         for (job, i), raw, vector in zip(rows, emb, unit, strict=True):
             assert job.out is not None
@@ -259,40 +254,6 @@ class Batcher:
                 job.finished = end
                 finished.append(job)
         _resolve_all(finished)
-
-
-def plan_runs(
-    lengths: Sequence[int],
-    batch_size: int,
-    max_tokens: int,
-    overhead: int = RUN_OVERHEAD_TOKENS,
-    attention: int = ATTENTION_TOKENS,
-) -> list[list[int]]:
-    """Row indices of each session run for rows of these token lengths: longest first, each run at most
-    ``batch_size`` rows and ``max_tokens`` padded tokens (a longer row runs alone), cut where the padded tokens
-    plus ``overhead`` tokens per run, the cost model of one run, are fewest in all.
-
-    Cutting only at ``batch_size`` (as ``encode`` does over a whole corpus) pads a few dozen texts of mixed lengths
-    to their longest: twice the tokens for 22 STS-B sentences."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    n = len(order)
-    best = [0.0] * (n + 1)  # best[i]: cost of the rows order[i:]
-    cut = [n] * (n + 1)
-    for i in range(n - 1, -1, -1):
-        width = lengths[order[i]]
-        row_cost = width * (1 + width / attention)
-        size = max(1, min(batch_size, max_tokens // max(width, 1)))
-        best[i] = float("inf")
-        for j in range(i + 1, min(n, i + size) + 1):
-            cost = overhead + (j - i) * row_cost + best[j]
-            if cost <= best[i]:  # on a tie, the longer run: fewer, fuller runs
-                best[i], cut[i] = cost, j
-    runs = []
-    i = 0
-    while i < n:
-        runs.append(order[i : cut[i]])
-        i = cut[i]
-    return runs
 
 
 def _pin(cpus: set[int]) -> None:
