@@ -1,5 +1,5 @@
-"""One CLI corpus job in this process, its RSS recorded after each stage: ``python -m benchmarks.corpus_memory SOURCE
-OUT`` prints one JSON line. Run by ``python -m benchmarks.corpus memory``; imports only the standard library before its
+"""One CLI corpus job in this process, its RSS recorded after each stage: ``python -m studies.corpus_memory SOURCE
+OUT`` prints one JSON line. Run by ``python -m studies.corpus memory``; imports only the standard library before its
 first mark, so the stages below are what a job adds to a bare interpreter.
 """
 
