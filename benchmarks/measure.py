@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.peers import Embed
+from benchmarks.stats import percentile
 from export.data import cosines
 
 WARMUP_CALLS = 3
@@ -49,8 +50,8 @@ def latency_ms(embed: Embed, texts: list[str], calls: int) -> dict[str, float]:
         times[i] = time.perf_counter() - start
     ms = times * 1e3
     return {
-        "p50": float(np.percentile(ms, 50)),
-        "p99": float(np.percentile(ms, 99)),
+        "p50": percentile(ms, 50),
+        "p99": percentile(ms, 99),
         "mean": float(ms.mean()),
         "calls": calls,
     }

@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from studies.corpus_memory import proc_status_mib
 from benchmarks.config import DEFAULT_OUT, REPO
 from benchmarks.machine import cores, cpu_flags, cpu_model, library_versions, machine_name
+from benchmarks.procs import loadavg, peak_rss_mib, rss_mib
 
 SAMPLE_S = 0.5
 
@@ -44,7 +44,7 @@ def child_inprocess(source: Path) -> dict[str, Any]:
 
     texts = source.read_text(encoding="utf-8").splitlines()
     encoder = runtime.load(provider="cpu")
-    before = proc_status_mib("VmRSS")
+    before = rss_mib()
     start = time.perf_counter()
     vectors = encoder.encode(texts, batch_size=32)
     seconds = time.perf_counter() - start
@@ -52,7 +52,7 @@ def child_inprocess(source: Path) -> dict[str, Any]:
         "texts": len(vectors),
         "seconds": seconds,
         "rss_before_mib": before,
-        "peak_rss_mib": proc_status_mib("VmHWM"),
+        "peak_rss_mib": peak_rss_mib(),
     }
 
 
@@ -67,7 +67,7 @@ def child_local(source: Path, out: Path) -> dict[str, Any]:
     def sample() -> None:
         while not done.wait(SAMPLE_S):
             shards = len(list(out.glob("part-*.parquet"))) if out.exists() else 0
-            curve.append((round(time.perf_counter() - start, 1), shards, round(proc_status_mib("VmRSS"), 1)))
+            curve.append((round(time.perf_counter() - start, 1), shards, round(rss_mib(), 1)))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -82,7 +82,7 @@ def child_local(source: Path, out: Path) -> dict[str, Any]:
         "seconds": result.seconds,
         "first_shard_s": result.first_shard_seconds,
         "shards": result.shards,
-        "peak_rss_mib": proc_status_mib("VmHWM"),
+        "peak_rss_mib": peak_rss_mib(),
         "curve": curve,
     }
 
@@ -125,11 +125,6 @@ def corpus_file(folder: Path, texts: int) -> Path:
         lines = (base * (texts // len(base) + 1))[:texts]
         path.write_text("".join(t + "\n" for t in lines), encoding="utf-8")
     return path
-
-
-def loadavg() -> list[float]:
-    """1, 5 and 15 minute load averages."""
-    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
 def run_child(kind: str, *args: str, timeout: float = 7200) -> dict[str, Any]:

@@ -15,18 +15,10 @@ import numpy as np
 
 import runtime
 from benchmarks.config import DEFAULT_OUT
+from benchmarks.procs import rss_mib
 from export.data import read_sts
 
 WARMUP_FRACTION = 0.1
-
-
-def rss_mib() -> float:
-    """Resident set size of this process now (not the peak)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("VmRSS not found in /proc/self/status")
 
 
 def workload(seed: int) -> list[str]:

@@ -5,9 +5,9 @@
 #     bash tools/gpu_device.sh PAYLOAD RESULTS            # e.g. build/gpu-payload /tmp/results
 #     bash tools/gpu_device.sh PAYLOAD RESULTS --smoke    # the same on a machine without a GPU (CI-sized)
 #
-# Needs python3 (3.12 for the packed onnxruntime-gpu) with torch, sentence-transformers, onnx, safetensors, numpy and
-# tokenizers (matplotlib for the charts). Steps, each under its own time limit inside an overall budget (BUDGET_S,
-# default 420 s); a step that fails or runs out of time is logged and the next one still runs:
+# Needs python3 (3.12 for the packed onnxruntime-gpu) with torch, sentence-transformers, onnx, safetensors, numpy,
+# tokenizers and psutil (matplotlib for the charts). Steps, each under its own time limit inside an overall budget
+# (BUDGET_S, default 420 s); a step that fails or runs out of time is logged and the next one still runs:
 #   1. unpack    check every part against SHA256SUMS, reassemble, unpack into $GPU_WORK (default /tmp/gpu-run)
 #   2. weights   rebuild the checkpoint's fp16 weights from the fp16 graph (tools/graph_weights.py)
 #   3. check     GPU, driver, onnxruntime-gpu's providers, a CUDA session without torch in the process
