@@ -1,10 +1,8 @@
-"""Timing of one loaded system: throughput over a text set, single-text latency, peak memory."""
+"""Timing of one loaded system: throughput over a text set, single-text latency, other processes' CPU time."""
 
 from __future__ import annotations
 
 import os
-import resource
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,12 +83,6 @@ def _machine_busy_s() -> float | None:
 def _own_cpu_s() -> float:
     times = os.times()
     return times.user + times.system
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set size so far, in MiB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
