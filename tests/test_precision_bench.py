@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("onnx", reason="needs the bench extra")
 
-from studies import precision as bench
 from runtime.artifact import read_manifest
 from runtime.quantization import calibrate, quantize
+from studies import precision as bench
 
 
 def _unit(rows: int, seed: int) -> np.ndarray:

@@ -34,8 +34,8 @@ import zipfile
 from pathlib import Path
 
 from benchmarks.config import DEFAULT_CHECKPOINT, REPO
-from tools.fatbin import prune
 from runtime.artifact import MANIFEST_FILE, TOKENIZER_FILE, Precision, read_manifest, sha256_file, verify
+from tools.fatbin import prune
 
 ORT_VERSION = "1.31.1"
 CUDA_LIBRARY = "onnxruntime/capi/libonnxruntime_providers_cuda.so"
@@ -155,8 +155,8 @@ def stage_checkpoint(checkpoint: Path, fp16_graph: Path, stage: Path) -> dict[st
     from safetensors.numpy import load_file, save_file
     from sentence_transformers import SentenceTransformer
 
-    from tools.graph_weights import WEIGHTS_FILE, digest, rebuild, remainder
     from export.data import dev_sentences
+    from tools.graph_weights import WEIGHTS_FILE, digest, rebuild, remainder
 
     if not (checkpoint / "modules.json").is_file():
         raise SystemExit(f"{checkpoint}: not a sentence-transformers checkpoint (python -m export train makes it)")
