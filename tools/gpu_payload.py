@@ -200,8 +200,8 @@ def pack(folder: Path, tar: Path, level: int, word: int = 0) -> Path:
 
     filters = [{"id": lzma.FILTER_LZMA2, **options}]
     with (
-        lzma.open(tar, "wb", format=lzma.FORMAT_XZ, filters=filters) as sink,
-        tarfile.open(fileobj=sink, mode="w") as t,
+        lzma.open(tar, "wb", format=lzma.FORMAT_XZ, filters=filters) as xz,
+        tarfile.open(fileobj=xz, mode="w") as t,
     ):
         t.add(folder, arcname=folder.name)
     return tar
