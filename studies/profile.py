@@ -25,7 +25,6 @@ import numpy as np
 import onnxruntime as ort
 
 import runtime
-from benchmarks.procs import loadavg
 from benchmarks.workloads import counter, long_passages
 from export.data import dev_sentences
 from runtime.encoder import TOKENS_PER_RUN, Encoder, _batches
@@ -107,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     artifact = args.artifact or runtime.artifact.default_artifact_dir()
     loads = workloads(artifact, args.dev, args.long, args.single)
-    results: dict[str, Any] = {"loadavg_before": loadavg(), "threads": args.threads, "profiles": {}}
+    results: dict[str, Any] = {"loadavg_before": os.getloadavg(), "threads": args.threads, "profiles": {}}
     for precision in [p for p in args.precisions.split(",") if p]:
         encoder = runtime.load(artifact, provider="cpu", precision=precision, threads=args.threads)
         graph = artifact / encoder.manifest.variants[encoder.precision].graph.file
@@ -116,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             results["profiles"][f"{precision} {work.name}"] = found
             top = ", ".join(f"{op} {share:.1%}" for op, share in list(found["op_share"].items())[:12])
             print(f"{precision} {work.name}: {found['run_ms_mean']:.3f} ms/run, {found['runs']} runs; {top}")
-    results["loadavg_after"] = loadavg()
+    results["loadavg_after"] = os.getloadavg()
     print(f"loadavg before {results['loadavg_before']}, after {results['loadavg_after']}")
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
