@@ -19,6 +19,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from benchmarks.stats import percentile
+
 CLIENTS = ("aiohttp", "httpx", "openai")
 
 
@@ -55,17 +57,13 @@ async def _closed_loop(
             i += concurrency
 
     await asyncio.gather(*(worker(k) for k in range(concurrency)))
-    latencies.sort()
-
-    def pct(q: float) -> float | None:
-        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 3) if latencies else None
-
+    ms = [seconds * 1000 for seconds in latencies]
     return {
         "requests": done,
         "requests_per_s": round(done / duration_s, 2),
         "inputs_per_s": round(vectors / duration_s, 2),
-        "p50_ms": pct(0.5),
-        "p99_ms": pct(0.99),
+        "p50_ms": percentile(ms, 50, 3),
+        "p99_ms": percentile(ms, 99, 3),
         "errors": errors,
     }
 

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 import aiohttp
 import numpy as np
 
+from benchmarks.stats import percentile
+
 OK = 200
 
 
@@ -175,9 +177,6 @@ def summarize(
     rejected = np.array([s.latency_s - (s.sent - s.due) for s in samples if s.status == "429"]) * 1000
     lag = np.array([s.sent - s.due for s in samples]) * 1000
 
-    def pct(values: np.ndarray, q: float) -> float | None:
-        return round(float(np.percentile(values, q)), 3) if len(values) else None
-
     return Report(
         mode=mode,
         concurrency=concurrency,
@@ -189,14 +188,14 @@ def summarize(
         throughput_rps=round(len(samples) / duration_s, 2),
         goodput_rps=round(len(ok) / duration_s, 2),
         inputs_per_s=round(len(ok) * batch / duration_s, 2),
-        p50_ms=pct(ok, 50),
-        p90_ms=pct(ok, 90),
-        p99_ms=pct(ok, 99),
-        max_ms=pct(ok, 100),
-        rejected_p50_ms=pct(rejected, 50),
-        rejected_p99_ms=pct(rejected, 99),
-        rejected_max_ms=pct(rejected, 100),
-        send_lag_p99_ms=pct(lag, 99) if mode == "open" else None,
+        p50_ms=percentile(ok, 50, 3),
+        p90_ms=percentile(ok, 90, 3),
+        p99_ms=percentile(ok, 99, 3),
+        max_ms=percentile(ok, 100, 3),
+        rejected_p50_ms=percentile(rejected, 50, 3),
+        rejected_p99_ms=percentile(rejected, 99, 3),
+        rejected_max_ms=percentile(rejected, 100, 3),
+        send_lag_p99_ms=percentile(lag, 99, 3) if mode == "open" else None,
     )
 
 

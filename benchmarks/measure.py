@@ -1,10 +1,8 @@
-"""Timing of one loaded system: throughput over a text set, single-text latency, peak memory."""
+"""Timing of one loaded system: throughput over a text set, single-text latency, other processes' CPU time."""
 
 from __future__ import annotations
 
 import os
-import resource
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.peers import Embed
+from benchmarks.stats import percentile
 from export.data import cosines
 
 WARMUP_CALLS = 3
@@ -49,8 +48,8 @@ def latency_ms(embed: Embed, texts: list[str], calls: int) -> dict[str, float]:
         times[i] = time.perf_counter() - start
     ms = times * 1e3
     return {
-        "p50": float(np.percentile(ms, 50)),
-        "p99": float(np.percentile(ms, 99)),
+        "p50": percentile(ms, 50),
+        "p99": percentile(ms, 99),
         "mean": float(ms.mean()),
         "calls": calls,
     }
@@ -84,12 +83,6 @@ def _machine_busy_s() -> float | None:
 def _own_cpu_s() -> float:
     times = os.times()
     return times.user + times.system
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set size so far, in MiB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> dict[str, float]:

@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +32,9 @@ import numpy as np
 
 from benchmarks import clients, loadgen
 from benchmarks.machine import describe, library_versions
+from benchmarks.procs import loadavg, rss_mib, thread_affinities
+from benchmarks.server_process import ServerProcess, free_port
+from benchmarks.stats import percentile
 from export.data import dev_sentences
 
 SERVER_CORE, CLIENT_CORE = 0, 1
@@ -44,92 +46,31 @@ CORPUS_TEXTS = 2000
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-def loadavg() -> str:
-    return Path("/proc/loadavg").read_text().strip()
+def start_server(
+    name: str,
+    cmd: list[str],
+    port: int,
+    cwd: Path = REPO,
+    env: dict[str, str] | None = None,
+    cores: str = str(SERVER_CORE),
+) -> ServerProcess:
+    """A server subprocess pinned to ``cores``, one thread per library, ready once ``/health`` answers 200."""
+    env = {
+        **os.environ,
+        **ONE_THREAD,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "INFINITY_ANONYMOUS_USAGE_STATS": "0",
+        **(env or {}),
+    }
+    log = Path("/tmp") / f"serve-bench-{name}-{port}.log"
+    return ServerProcess(name, ["taskset", "-c", cores, *cmd], port, log, cwd=cwd, env=env)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Process:
-    """A server subprocess pinned to SERVER_CORE, ready once ``health`` answers 200."""
-
-    def __init__(
-        self,
-        name: str,
-        cmd: list[str],
-        port: int,
-        cwd: Path = REPO,
-        log_dir: Path = Path("/tmp"),
-        env: dict[str, str] | None = None,
-        cores: str = str(SERVER_CORE),
-    ):
-        self.name = name
-        self.port = port
-        self.base = f"http://127.0.0.1:{port}"
-        self.log = log_dir / f"serve-bench-{name}-{port}.log"
-        env = {
-            **os.environ,
-            **ONE_THREAD,
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "INFINITY_ANONYMOUS_USAGE_STATS": "0",
-            **(env or {}),
-        }
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(["taskset", "-c", cores, *cmd], cwd=cwd, stdout=out, stderr=out, env=env)
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(self.base + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise RuntimeError(f"{name} not healthy after 600 s")
-
-    def rss_mib(self) -> float:
-        """Resident memory of the server process and its children."""
-        total = 0
-        pids = [self.proc.pid, *_children(self.proc.pid)]
-        for pid in pids:
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-            except FileNotFoundError:
-                continue
-        return total / 1024
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except FileNotFoundError:
-        return []
-    return [int(k) for k in kids] + [g for k in kids for g in _children(int(k))]
-
-
-def our_server(*extra: str, cores: str = str(SERVER_CORE)) -> Process:
-    port = _free_port()
+def our_server(*extra: str, cores: str = str(SERVER_CORE)) -> ServerProcess:
+    port = free_port()
     cmd = [sys.executable, "-m", "runtime", "--provider", "cpu", "serve", "--port", str(port), "--threads", "1", *extra]
-    return Process("runtime-serve", cmd, port, cores=cores)
+    return start_server("runtime-serve", cmd, port, cores=cores)
 
 
 INFINITY_VARIANTS = {  # name: (engine, extra flags); mean pooling as the model was trained (optimum's auto is CLS)
@@ -169,8 +110,8 @@ def _one_thread_site() -> Path:
     return SITE
 
 
-def infinity_server(python: str, model: Path, variant: str) -> Process:
-    port = _free_port()
+def infinity_server(python: str, model: Path, variant: str) -> ServerProcess:
+    port = free_port()
     engine, extra = INFINITY_VARIANTS[variant]
     exe = str(Path(python).parent / "infinity_emb")
     # "--model-id ." from inside the folder: infinity 0.0.78 hands optimum 2.x the ONNX file's full path, which
@@ -178,24 +119,12 @@ def infinity_server(python: str, model: Path, variant: str) -> Process:
     cmd = [exe, "v2", "--model-id", ".", "--engine", engine, "--device", "cpu", "--port", str(port)]
     cmd += ["--served-model-name", "minilm", "--batch-size", "32", "--pooling-method", "mean", *extra]
     path = os.pathsep.join(filter(None, [str(_one_thread_site()), os.environ.get("PYTHONPATH")]))
-    proc = Process(f"infinity-{variant}", cmd, port, cwd=model, env={"PYTHONPATH": path})
-    escaped = {cpus for pid in (proc.proc.pid, *_children(proc.proc.pid)) for cpus in _thread_cpus(pid)}
-    if escaped - {str(SERVER_CORE)}:
+    proc = start_server(f"infinity-{variant}", cmd, port, cwd=model, env={"PYTHONPATH": path})
+    allowed = set().union(*thread_affinities(proc.proc.pid, descendants=True))
+    if allowed - {SERVER_CORE}:
         proc.stop()
-        raise RuntimeError(f"{proc.name}: threads allowed on CPUs {sorted(escaped)}, not only {SERVER_CORE}")
+        raise RuntimeError(f"{proc.name}: threads allowed on CPUs {sorted(allowed)}, not only {SERVER_CORE}")
     return proc
-
-
-def _thread_cpus(pid: int) -> list[str]:
-    """Each thread's allowed CPU list (``Cpus_allowed_list``): what the server's threads may run on."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            status = (task / "status").read_text().splitlines()
-        except OSError:
-            continue
-        found += [line.split()[1] for line in status if line.startswith("Cpus_allowed_list")]
-    return found
 
 
 def library(batch: int, seconds: float, corpus: bool = False) -> dict[str, Any]:
@@ -255,8 +184,8 @@ def _library_loop(batch: int, seconds: float) -> dict[str, Any]:
         "batch": batch,
         "texts_per_s": round(done / elapsed, 1),
         "calls": len(calls),
-        "call_p50_ms": round(float(np.percentile(ms, 50)), 3),
-        "call_p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "call_p50_ms": percentile(ms, 50, 3),
+        "call_p99_ms": percentile(ms, 99, 3),
     }
 
 
@@ -281,12 +210,12 @@ def _library_corpus(batch: int, seconds: float) -> dict[str, Any]:
     }
 
 
-def plain_client(proc: Process, concurrency: int, batch: int, seconds: float) -> dict[str, Any]:
+def plain_client(proc: ServerProcess, concurrency: int, batch: int, seconds: float) -> dict[str, Any]:
     """The independent aiohttp client's closed loop (``benchmarks.clients``) against a server."""
     before = loadavg()
     report = clients.run(
         "aiohttp",
-        proc.base,
+        proc.url,
         bench_texts(),
         concurrency=concurrency,
         batch=batch,
@@ -296,24 +225,26 @@ def plain_client(proc: Process, concurrency: int, batch: int, seconds: float) ->
     return {**report, "loadavg_before": before, "loadavg_after": loadavg()}
 
 
-def _load(proc: Process, batch: int, path: str = "/v1/embeddings", model: str | None = None) -> loadgen.Load:
+def _load(proc: ServerProcess, batch: int, path: str = "/v1/embeddings", model: str | None = None) -> loadgen.Load:
     bodies = loadgen.payloads(bench_texts(), batch, "openai", "base64", model)
-    return loadgen.Load(proc.base + path, bodies, batch)
+    return loadgen.Load(proc.url + path, bodies, batch)
 
 
-def closed(proc: Process, concurrency: int, batch: int, seconds: float, **kw: Any) -> dict[str, Any]:
+def closed(proc: ServerProcess, concurrency: int, batch: int, seconds: float, **kw: Any) -> dict[str, Any]:
     before = loadavg()
     report = loadgen.run(_load(proc, batch, **kw), "closed", concurrency, 0.0, seconds, min(3.0, seconds / 3))
     return {**asdict(report), "loadavg_before": before, "loadavg_after": loadavg()}
 
 
-def opened(proc: Process, rate: float, seconds: float, batch: int = 1, **kw: Any) -> dict[str, Any]:
+def opened(proc: ServerProcess, rate: float, seconds: float, batch: int = 1, **kw: Any) -> dict[str, Any]:
     before = loadavg()
     report = loadgen.run(_load(proc, batch, **kw), "open", 0, rate, seconds, min(3.0, seconds / 3))
     return {**asdict(report), "loadavg_before": before, "loadavg_after": loadavg()}
 
 
-def soak(proc: Process, rate: float, seconds: float, warmup_s: float = 60.0, every_s: float = 5.0) -> dict[str, Any]:
+def soak(
+    proc: ServerProcess, rate: float, seconds: float, warmup_s: float = 60.0, every_s: float = 5.0
+) -> dict[str, Any]:
     """Open loop at ``rate`` for ``seconds`` while sampling the server's RSS; RSS change is taken after warm-up."""
     curve: list[tuple[float, float]] = []
     stop = threading.Event()
@@ -321,7 +252,7 @@ def soak(proc: Process, rate: float, seconds: float, warmup_s: float = 60.0, eve
 
     def sample() -> None:
         while not stop.is_set():
-            curve.append((round(time.monotonic() - start, 1), round(proc.rss_mib(), 1)))
+            curve.append((round(time.monotonic() - start, 1), round(rss_mib(proc.proc.pid, descendants=True), 1)))
             stop.wait(every_s)
 
     sampler = threading.Thread(target=sample)
@@ -331,7 +262,7 @@ def soak(proc: Process, rate: float, seconds: float, warmup_s: float = 60.0, eve
     finally:
         stop.set()
         sampler.join()
-    curve.append((round(time.monotonic() - start, 1), round(proc.rss_mib(), 1)))
+    curve.append((round(time.monotonic() - start, 1), round(rss_mib(proc.proc.pid, descendants=True), 1)))
     after_warmup = [r for t, r in curve if t >= warmup_s]
     base = after_warmup[0]
     return {
@@ -343,7 +274,9 @@ def soak(proc: Process, rate: float, seconds: float, warmup_s: float = 60.0, eve
     }
 
 
-def sigterm_under_load(proc: Process, concurrency: int = 16, batch: int = 8, before_s: float = 4.0) -> dict[str, Any]:
+def sigterm_under_load(
+    proc: ServerProcess, concurrency: int = 16, batch: int = 8, before_s: float = 4.0
+) -> dict[str, Any]:
     """Closed-loop load; SIGTERM; from then on the clients issue nothing new (as behind a balancer that saw /health
     turn 503): every request issued before the signal must be answered 200, and the server must exit cleanly."""
     load = _load(proc, batch)
@@ -506,7 +439,7 @@ def main(argv: list[str] | None = None) -> None:
             try:
                 kw = {"path": "/embeddings", "model": "minilm"}
                 doc["infinity"][variant] = {
-                    "min_cosine_to_runtime": fidelity(inf.base + "/embeddings", "minilm"),
+                    "min_cosine_to_runtime": fidelity(inf.url + "/embeddings", "minilm"),
                     "closed_c64_b1": closed(inf, 64, 1, args.seconds, **kw),
                     "closed_c16_b32": closed(inf, 16, 32, args.seconds, **kw),
                 }
@@ -547,7 +480,7 @@ def workers_scaling(seconds: float, counts: tuple[int, ...] = (1, 2)) -> dict[st
             out[str(n)] = {
                 "closed_c64_b1": closed(srv, 64, 1, seconds),
                 "closed_c16_b32": closed(srv, 16, 32, seconds),
-                "rss_mib": round(srv.rss_mib(), 1),
+                "rss_mib": round(rss_mib(srv.proc.pid, descendants=True), 1),
             }
         finally:
             srv.stop()
@@ -655,7 +588,8 @@ def markdown(doc: dict[str, Any]) -> str:
             if doc.get("infinity")
             else ""
         ),
-        f"Load average: start {doc['loadavg_start']}, end {doc['loadavg_end']} (2 cores, shared machine).",
+        f"Load average (1, 5, 15 min): start {_loads(doc['loadavg_start'])}, end {_loads(doc['loadavg_end'])} "
+        "(2 cores, shared machine).",
         "",
         "| system | run | inputs/s | ratio to library b32 | p50 ms | p90 ms | p99 ms | statuses |",
         "|---|---|---|---|---|---|---|---|",
@@ -729,6 +663,10 @@ def markdown(doc: dict[str, Any]) -> str:
                 f"infinity-emb {engine}: lowest cosine to this runtime's vectors on 64 dev sentences {cosine}.",
             ]
     return "\n".join(lines) + "\n"
+
+
+def _loads(loads: list[float]) -> str:
+    return " / ".join(f"{x:.2f}" for x in loads)
 
 
 def _run_name(name: str, r: dict[str, Any]) -> str:

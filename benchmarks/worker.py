@@ -60,7 +60,7 @@ def prepare(system: System, paths: Paths, settings: Settings) -> dict[str, Any]:
 
 def cold(system: System, paths: Paths, settings: Settings, text: str, spawned: float, started: float) -> dict[str, Any]:
     """Wall time from the runner's spawn of this process to the first embedding, split into its phases."""
-    from benchmarks.measure import peak_rss_mb
+    from benchmarks.procs import peak_rss_mib
 
     peer = _load(system, paths, settings)
     loaded = time.time()
@@ -71,7 +71,7 @@ def cold(system: System, paths: Paths, settings: Settings, text: str, spawned: f
         "interpreter_s": started - spawned,
         "import_load_s": loaded - started,
         "first_embed_s": done - loaded,
-        "rss_mb": peak_rss_mb(),
+        "rss_mb": peak_rss_mib(),
     }
 
 
@@ -82,6 +82,7 @@ def bench(
     import numpy as np
 
     from benchmarks import measure
+    from benchmarks.procs import peak_rss_mib
     from export.data import score_stacked
 
     start = time.perf_counter()
@@ -101,7 +102,7 @@ def bench(
         "timed": timed,
         "throughput": rates,
         "latency_ms": latency,
-        "peak_rss_mb": measure.peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mib(),
         "accuracy": {"spearman": score.spearman, "pearson": score.pearson},
         "batch_1_vs_32_cosine": measure.cosine_rows(kept["dev@1"], scored),
         "model_mb": sum(f.stat().st_size for f in peer.model_files) / 2**20,

@@ -87,7 +87,8 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = np.asarray(b, dtype=np.float64)
     a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    return np.sum(a * b, axis=1)
+    cos: np.ndarray = np.sum(a * b, axis=1)
+    return cos
 
 
 def sts_score(emb1: np.ndarray, emb2: np.ndarray, gold: np.ndarray | Sequence[float]) -> StsScore:

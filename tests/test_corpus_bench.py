@@ -1,4 +1,4 @@
-"""Smoke test of ``python -m benchmarks.corpus scale`` (the many-core Ray measurement): the result files' shape and
+"""Smoke test of ``python -m studies.corpus scale`` (the many-core Ray measurement): the result files' shape and
 that every run encoded what it was given, never the speed."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def test_scale_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
     command = [
         sys.executable,
         "-m",
-        "benchmarks.corpus",
+        "studies.corpus",
         "scale",
         "--out",
         str(tmp_path),

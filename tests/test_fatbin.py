@@ -1,4 +1,4 @@
-"""benchmarks/fatbin.py: pruning a CUDA fatbin to one GPU architecture keeps exactly that architecture's cubins."""
+"""tools/fatbin.py: pruning a CUDA fatbin to one GPU architecture keeps exactly that architecture's cubins."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.fatbin import CONTAINER, ENTRY, MAGIC, containers, prune_section, section
+from tools.fatbin import CONTAINER, ENTRY, MAGIC, containers, prune_section, section
 
 
 def entry(arch: int, payload: bytes, kind: int = 2) -> bytes:

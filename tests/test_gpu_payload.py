@@ -1,4 +1,4 @@
-"""benchmarks/gpu_payload.py: packing, cutting into checksummed parts, re-cutting; what gpu_device.sh reassembles."""
+"""tools/gpu_payload.py: packing, cutting into checksummed parts, re-cutting; what gpu_device.sh reassembles."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.gpu_payload import pack, place, resplit
+from tools.gpu_payload import pack, place, resplit
 
 
 def parts_of(out: Path, name: str = "payload") -> bytes:

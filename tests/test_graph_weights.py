@@ -1,4 +1,4 @@
-"""benchmarks/graph_weights.py: the fp16 checkpoint rebuilt from the fp16 graph is model.half(), bit for bit."""
+"""tools/graph_weights.py: the fp16 checkpoint rebuilt from the fp16 graph is model.half(), bit for bit."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.graph_weights import digest, main, rebuild, remainder, weights_from_graph
+from tools.graph_weights import digest, main, rebuild, remainder, weights_from_graph
 
 
 @pytest.fixture(scope="module")

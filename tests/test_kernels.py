@@ -1,4 +1,4 @@
-"""benchmarks.kernels: its graphs compute the GEMM they claim to time, and a quick run writes its report."""
+"""studies.kernels: its graphs compute the GEMM they claim to time, and a quick run writes its report."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("onnx", reason="needs the 'bench' extra")
 
-from benchmarks import kernels
+from studies import kernels
 
 
 def test_gemm_graph_is_the_exact_integer_product() -> None:

@@ -1,4 +1,4 @@
-"""benchmarks.precision: its searches score what they claim (exact int8 dot products, Hamming distances), and a small
+"""studies.precision: its searches score what they claim (exact int8 dot products, Hamming distances), and a small
 run writes its report."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("onnx", reason="needs the bench extra")
 
-from benchmarks import precision as bench
 from runtime.artifact import read_manifest
 from runtime.quantization import calibrate, quantize
+from studies import precision as bench
 
 
 def _unit(rows: int, seed: int) -> np.ndarray:

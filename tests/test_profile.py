@@ -1,4 +1,4 @@
-"""benchmarks.profile: op-type shares of the measured runs only, over the runtime's own batches."""
+"""studies.profile: op-type shares of the measured runs only, over the runtime's own batches."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 import runtime
 
-profile = pytest.importorskip("benchmarks.profile")
+profile = pytest.importorskip("studies.profile")
 
 
 def test_profile_counts_only_the_measured_pass(default_dir: Path) -> None:

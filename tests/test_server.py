@@ -24,6 +24,8 @@ openai = pytest.importorskip("openai", reason="needs the 'serve-test' extra")
 httpx = pytest.importorskip("httpx", reason="needs the 'serve-test' extra")
 
 import runtime  # noqa: E402
+from benchmarks.procs import thread_affinities  # noqa: E402
+from benchmarks.server_process import ServerProcess, free_port  # noqa: E402
 from export.data import dev_sentences  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,38 +35,13 @@ LONG = " ".join(["embedding servers batch requests from many clients"] * 60)  # 
 TEXTS = [*dev_sentences()[:40], LONG, "naïve café — 東京 🙂", "   ", "A"]
 
 
-class Server:
+class Server(ServerProcess):
     """``python -m runtime serve`` in a subprocess on a free 127.0.0.1 port, stopped by the test."""
 
     def __init__(self, tmp: Path, *args: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tmp / f"server-{self.port}.log"
-        cmd = [sys.executable, "-m", "runtime", "--provider", "cpu", "serve", "--port", str(self.port)]
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen([*cmd, "--threads", "1", *args], cwd=REPO, stdout=out, stderr=out)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"server not healthy after 180 s: {self.log.read_text()}")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        port = free_port()
+        cmd = [sys.executable, "-m", "runtime", "--provider", "cpu", "serve", "--port", str(port), "--threads", "1"]
+        super().__init__("server", [*cmd, *args], port, tmp / f"server-{port}.log", cwd=REPO, ready_s=180, stop_s=30)
 
     def post(self, path: str, body: object, headers: dict[str, str] | None = None) -> httpx.Response:
         return httpx.post(f"{self.url}{path}", json=body, headers=AUTH if headers is None else headers, timeout=180)
@@ -75,12 +52,6 @@ class Server:
             if line.startswith(name + " "):
                 return float(line.split()[1])
         raise KeyError(name)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -519,20 +490,9 @@ def test_two_workers_both_run_and_hold_a_core_each(server: Server, encoder: runt
     assert all(after[k] > before[k] for k in before), (before, after)
     if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) >= 2:
         # Each worker's thread is allowed on one core of its own (the server inherits this test's affinity).
-        allowed = [_cpus_allowed(task) for task in Path(f"/proc/{server.proc.pid}/task").iterdir()]
+        allowed = thread_affinities(server.proc.pid)
         single = sorted(a for a in allowed if len(a) == 1)
         assert len(single) == 2 and single[0] != single[1], allowed
-
-
-def _cpus_allowed(task: Path) -> set[int]:
-    for line in (task / "status").read_text().splitlines():
-        if line.startswith("Cpus_allowed_list:"):
-            cpus: set[int] = set()
-            for part in line.split()[1].split(","):
-                first, _, last = part.partition("-")
-                cpus.update(range(int(first), int(last or first) + 1))
-            return cpus
-    return set()
 
 
 def test_load_smoke(server: Server) -> None:
@@ -549,7 +509,7 @@ def test_load_smoke(server: Server) -> None:
 
 def test_serve_reports_a_bad_model_cleanly(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "runtime", "--model", str(tmp_path), "serve", "--port", str(_free_port())],
+        [sys.executable, "-m", "runtime", "--model", str(tmp_path), "serve", "--port", str(free_port())],
         cwd=REPO,
         capture_output=True,
         text=True,

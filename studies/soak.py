@@ -1,6 +1,6 @@
 """Long run: 100,000 texts of varied lengths through encode() calls of 1-8 texts on one encoder, sampling RSS.
 
-python -m benchmarks.soak [--texts 100000] [--out benchmarks/results/soak.json]
+python -m studies.soak [--texts 100000] [--out benchmarks/results/soak.json]
 """
 
 from __future__ import annotations
@@ -14,18 +14,11 @@ from pathlib import Path
 import numpy as np
 
 import runtime
+from benchmarks.config import DEFAULT_OUT
+from benchmarks.procs import rss_mib
 from export.data import read_sts
 
 WARMUP_FRACTION = 0.1
-
-
-def rss_mib() -> float:
-    """Resident set size of this process now (not the peak)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("VmRSS not found in /proc/self/status")
 
 
 def workload(seed: int) -> list[str]:
@@ -71,7 +64,7 @@ def soak(texts: int, seed: int = 0, every: int = 1000) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--texts", type=int, default=100_000)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/soak.json"))
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT / "soak.json")
     args = parser.parse_args()
     result = soak(args.texts)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Where a graph spends its time: onnxruntime's profiler over the benchmark's workloads, as op-type shares.
 
-    python -m benchmarks.profile [--artifact DIR] [--precisions int8,fp32] [--threads 2] [--json FILE]
+    python -m studies.profile [--artifact DIR] [--precisions int8,fp32] [--threads 2] [--json FILE]
 
 Each workload runs through the runtime's own tokenisation and batching (sorted by length, at most
 ``TOKENS_PER_RUN`` padded tokens per run), with ``SessionOptions.enable_profiling`` on. Prints, per graph and
@@ -95,7 +95,7 @@ def profile(graph: Path, batches: list[dict[str, np.ndarray]], threads: int) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m studies.profile", description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifact", type=Path, default=None, help="artifact folder (default: the shipped model)")
     parser.add_argument("--precisions", default="int8,fp32", help="comma-separated graph variants to profile")
     parser.add_argument("--threads", type=int, default=2)

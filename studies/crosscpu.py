@@ -1,6 +1,6 @@
 """Cross-CPU fidelity: the same text embedded on this CPU and on an emulated AVX2 CPU, by every int8 system.
 
-    python -m benchmarks.crosscpu [--cpu Haswell] [--texts 64] [--systems runtime-int8,st-onnx-int8,...]
+    python -m studies.crosscpu [--cpu Haswell] [--texts 64] [--systems runtime-int8,st-onnx-int8,...]
 
 Users who embed on a mixed fleet into one vector index need to know whether a text's vector depends on the CPU that
 made it. Each system embeds the same texts twice, in fresh processes: natively, and under ``qemu-x86_64 -cpu CPU``
@@ -85,7 +85,7 @@ def measure(systems: list[str], cpu: str, count: int, paths: Paths, work: Path) 
         if hasattr(module, "prepare"):
             module.prepare(BY_NAME[name], paths, QUICK)  # build the peer's model files natively, once
         outs = {"native": work / f"{name}-native.npy", cpu: work / f"{name}-{cpu}.npy"}
-        base = [sys.executable, "-m", "benchmarks.crosscpu", "--embed", name, "--texts", str(count)]
+        base = [sys.executable, "-m", "studies.crosscpu", "--embed", name, "--texts", str(count)]
         base += ["--checkpoint", str(paths.checkpoint), "--artifact", str(paths.artifact), "--cache", str(paths.cache)]
         start = time.perf_counter()
         errors = {
@@ -147,7 +147,7 @@ def markdown(result: dict[str, object]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.crosscpu", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m studies.crosscpu", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cpu", default="Haswell", help="qemu CPU model to compare with (default: Haswell = AVX2)")
     parser.add_argument("--texts", type=int, default=64)
     parser.add_argument("--systems", default=",".join(SYSTEMS))

@@ -1,6 +1,7 @@
-"""One CLI corpus job in this process, its RSS recorded after each stage: ``python -m benchmarks.corpus_memory SOURCE
-OUT`` prints one JSON line. Run by ``python -m benchmarks.corpus memory``; imports only the standard library before its
-first mark, so the stages below are what a job adds to a bare interpreter.
+"""One CLI corpus job in this process, its RSS recorded after each stage: ``python -m studies.corpus_memory SOURCE
+OUT`` prints one JSON line. Run by ``python -m studies.corpus memory``; imports only the standard library and psutil
+(which takes the readings, about 3 MiB) before its first mark, so that mark is the interpreter and the stages below
+are what a job adds to it.
 """
 
 from __future__ import annotations
@@ -10,8 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import psutil
+
+from benchmarks.procs import MIB, peak_rss_mib
+
 MEMORY_STAGES = {
-    "interpreter": "the Python interpreter",
+    "interpreter": "the Python interpreter (and psutil, which takes the readings)",
     "numpy": "import numpy",
     "onnxruntime": "import onnxruntime",
     "tokenizers": "import tokenizers",
@@ -26,13 +31,12 @@ MEMORY_STAGES = {
 
 
 def child_memory(source: Path, out: Path) -> dict[str, Any]:
-    """The CLI's encode job in this process, with VmRSS/VmHWM recorded after each stage of MEMORY_STAGES
-    (imports done eagerly, in the order a job needs them; pyarrow's pool comes from the environment)."""
+    """The CLI's encode job in this process, with its memory (``readings``) recorded after each stage of
+    MEMORY_STAGES (imports done eagerly, in the order a job needs them; pyarrow's pool comes from the environment)."""
     marks: list[dict[str, Any]] = []
 
     def mark(stage: str) -> None:
-        fields = {k: proc_status_mib(k) for k in ("VmRSS", "VmHWM", "RssAnon", "RssFile")}
-        marks.append({"stage": stage, **{k: round(v, 1) for k, v in fields.items()}})
+        marks.append({"stage": stage, **{k: round(v, 1) for k, v in readings().items()}})
 
     mark("interpreter")
     import numpy  # noqa: F401
@@ -95,13 +99,16 @@ def child_memory(source: Path, out: Path) -> dict[str, Any]:
     }
 
 
-def proc_status_mib(key: str) -> float:
-    """A /proc/self/status memory field in MiB (VmRSS: now, VmHWM: peak)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{key} not in /proc/self/status")
+def readings() -> dict[str, float]:
+    """This process's memory in MiB, named as /proc/self/status names it (Linux): VmRSS resident now, VmHWM its peak,
+    RssFile the resident file-backed and shared pages (the libraries; psutil's ``shared``), RssAnon the rest."""
+    now = psutil.Process().memory_info()
+    return {
+        "VmRSS": now.rss / MIB,
+        "VmHWM": peak_rss_mib(),
+        "RssAnon": (now.rss - now.shared) / MIB,
+        "RssFile": now.shared / MIB,
+    }
 
 
 if __name__ == "__main__":

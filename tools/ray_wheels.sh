@@ -9,9 +9,9 @@
 # pip reads like any zip: about 30 MiB, so it travels with the repository (25 MiB) in one 64 MiB carry.
 # Rebuilding takes a few minutes of CPU (LZMA).
 #
-# usage: bash benchmarks/ray_wheels.sh DIR        then, on the machine, from the repository root:
+# usage: bash tools/ray_wheels.sh DIR        then, on the machine, from the repository root:
 #   python3 -m pip install --no-index --find-links DIR 'ray[data]==2.60.0'
-#   python3 -m benchmarks.corpus scale --out OUT   (runs the checkout's runtime; no install of this project needed)
+#   python3 -m studies.corpus scale --out OUT   (runs the checkout's runtime; no install of this project needed)
 set -euo pipefail
 DIR=${1:?usage: ray_wheels.sh DIR}
 RAY_VERSION=${RAY_VERSION:-2.60.0}

@@ -130,12 +130,12 @@ def rebuild(graph: Path, extra: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m benchmarks.graph_weights GRAPH REMAINDER OUT [--digest HEX]``: write the rebuilt safetensors."""
+    """``python -m tools.graph_weights GRAPH REMAINDER OUT [--digest HEX]``: write the rebuilt safetensors."""
     import argparse
 
     from safetensors.numpy import load_file, save_file
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.graph_weights", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.graph_weights", description=main.__doc__)
     parser.add_argument("graph", type=Path)
     parser.add_argument("remainder", type=Path, help="safetensors written from remainder()")
     parser.add_argument("out", type=Path, help="model.safetensors to write")

@@ -1,6 +1,6 @@
 """Compact output types (``encode(precision=...)``): accuracy, size and similarity-search speed of each.
 
-    python -m benchmarks.precision [--model DIR] [--corpus 100000] [--queries 1000] [--threads 2] [--prepare]
+    python -m studies.precision [--model DIR] [--corpus 100000] [--queries 1000] [--threads 2] [--prepare]
 
 - Accuracy: STS-B dev spearman of each type's own similarity: float32 cosine, int8 dot product (int32 sums), uint8
   plain dot product (not centred: centring it, u - 128, gives the int8 codes and their result), binary / ubinary
@@ -36,13 +36,12 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 import runtime
+from benchmarks.config import DEFAULT_OUT, REPO
 from benchmarks.machine import describe, library_versions
 from export.data import gold_scores, pair_texts, read_sts
 from runtime.quantization import OUTPUT_PRECISIONS, calibrate, output_width, quantize, ranges_array
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-CACHE = ROOT / "build" / "precision-bench"
+CACHE = REPO / "build" / "precision-bench"
 K = 10
 RESCORE = 40  # binary candidates rescored with int8
 QUERY_BATCH = 250
@@ -450,7 +449,7 @@ def markdown(doc: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Measure, write json and md, print the md."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.precision", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m studies.precision", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=None, help="artifact folder (default: the shipped one)")
     parser.add_argument("--corpus", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=1000)
@@ -475,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "repeats": args.repeats,
         "model": {
-            "artifact": str(enc.folder.relative_to(ROOT) if enc.folder.is_relative_to(ROOT) else enc.folder),
+            "artifact": str(enc.folder.relative_to(REPO) if enc.folder.is_relative_to(REPO) else enc.folder),
             "graph": enc.precision.value,
             "graph_sha256": enc.manifest.variants[enc.precision].graph.sha256,
             "grid": "none"
@@ -484,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "results": results,
     }
-    stem = args.out or (RESULTS / f"precision-{machine['name']}")
+    stem = args.out or (DEFAULT_OUT / f"precision-{machine['name']}")
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
     stem.with_suffix(".md").write_text(markdown(doc))

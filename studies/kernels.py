@@ -1,7 +1,7 @@
 """Kernel-level limits of the int8 graph on this CPU: how close its GEMMs run to the int8 ceiling, what a small node
 costs, and whether onnxruntime's fused alternative beats the graph's per-token quantisation chain.
 
-    python -m benchmarks.kernels [--threads 2] [--quick] [--out STEM]
+    python -m studies.kernels [--threads 2] [--quick] [--out STEM]
 
 Each case is a one-node (or one-chain) graph timed alone, best of rounds, on the model's layer shapes at M = 15 rows
 (one sentence) and M = 800 rows (a 32-sentence batch):
@@ -32,10 +32,9 @@ from onnx import ModelProto, TensorProto, helper, numpy_helper
 
 from benchmarks.ceiling import FFN, HIDDEN
 from benchmarks.ceiling import measure as measure_ceiling
+from benchmarks.config import DEFAULT_OUT, QUICK_OUT
 from benchmarks.machine import describe, library_versions
 
-RESULTS = Path(__file__).resolve().parent / "results"
-QUICK = Path(__file__).resolve().parents[1] / "build" / "bench-quick"
 SHAPES = ((HIDDEN, HIDDEN), (HIDDEN, FFN), (FFN, HIDDEN))  # (K, N): Q/K/V/O, FFN in, FFN out
 ROWS = (15, 800)
 LEVELS = 127.0  # activations quantised to [-127, 127] around zero point 128, as the shipped graph does
@@ -250,7 +249,7 @@ def ceiling(n: int, threads: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     """Measure, write json and md, print the md."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.kernels", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m studies.kernels", description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="small sizes, short timings, written to build/")
     parser.add_argument("--out", type=Path, default=None, help="output stem (default: results/kernels-<machine>)")
@@ -273,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         "ceiling_before_after_gops": [before, after],
         "results": results,
     }
-    stem = args.out or ((QUICK if args.quick else RESULTS) / f"kernels-{machine['name']}")
+    stem = args.out or ((QUICK_OUT if args.quick else DEFAULT_OUT) / f"kernels-{machine['name']}")
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
     stem.with_suffix(".md").write_text(markdown(doc))

@@ -1,15 +1,15 @@
 """Corpus jobs measured: streaming vs in-process encode (throughput, RSS curve), Ray Data layouts on this machine's
 cores, and actor scaling (for a many-core machine). Texts are STS-B dev sentences repeated to the size asked for.
 
-python -m benchmarks.corpus local [--texts 1000000] [--round-texts 100000] [--rounds 2]
-python -m benchmarks.corpus ray [--texts 100000] [--rounds 2]
-python -m benchmarks.corpus scale --out DIR [--actors 1,2,4,8] [--texts-per-actor 10000] [--threads 1]
-python -m benchmarks.corpus memory [--texts 10000,60000] [--pools system,mimalloc]
+python -m studies.corpus local [--texts 1000000] [--round-texts 100000] [--rounds 2]
+python -m studies.corpus ray [--texts 100000] [--rounds 2]
+python -m studies.corpus scale --out DIR [--actors 1,2,4,8] [--texts-per-actor 10000] [--threads 1]
+python -m studies.corpus memory [--texts 10000,60000] [--pools system,mimalloc]
 
 local and ray write into ``--out`` (default benchmarks/results) ``corpus-<machine>.{json,md}``, each keeping the
 other's section; scale writes ``DIR/corpus-scale-<machine>.{json,md}``, memory ``corpus-memory-<machine>.{json,md}``
 (where a CLI job's peak RSS goes, stage by stage; no timing). Every measurement runs in a fresh child process
-(``python -m benchmarks.corpus child ...``) that prints one JSON line; rounds alternate the systems, so a load
+(``python -m studies.corpus child ...``) that prints one JSON line; rounds alternate the systems, so a load
 change on a shared machine hits all of them alike. The load average is recorded before and after each run.
 """
 
@@ -28,11 +28,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.corpus_memory import proc_status_mib
+from benchmarks.config import DEFAULT_OUT, REPO
 from benchmarks.machine import cores, cpu_flags, cpu_model, library_versions, machine_name
+from benchmarks.procs import loadavg, peak_rss_mib, rss_mib
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
 SAMPLE_S = 0.5
 
 
@@ -45,7 +44,7 @@ def child_inprocess(source: Path) -> dict[str, Any]:
 
     texts = source.read_text(encoding="utf-8").splitlines()
     encoder = runtime.load(provider="cpu")
-    before = proc_status_mib("VmRSS")
+    before = rss_mib()
     start = time.perf_counter()
     vectors = encoder.encode(texts, batch_size=32)
     seconds = time.perf_counter() - start
@@ -53,7 +52,7 @@ def child_inprocess(source: Path) -> dict[str, Any]:
         "texts": len(vectors),
         "seconds": seconds,
         "rss_before_mib": before,
-        "peak_rss_mib": proc_status_mib("VmHWM"),
+        "peak_rss_mib": peak_rss_mib(),
     }
 
 
@@ -68,7 +67,7 @@ def child_local(source: Path, out: Path) -> dict[str, Any]:
     def sample() -> None:
         while not done.wait(SAMPLE_S):
             shards = len(list(out.glob("part-*.parquet"))) if out.exists() else 0
-            curve.append((round(time.perf_counter() - start, 1), shards, round(proc_status_mib("VmRSS"), 1)))
+            curve.append((round(time.perf_counter() - start, 1), shards, round(rss_mib(), 1)))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -83,7 +82,7 @@ def child_local(source: Path, out: Path) -> dict[str, Any]:
         "seconds": result.seconds,
         "first_shard_s": result.first_shard_seconds,
         "shards": result.shards,
-        "peak_rss_mib": proc_status_mib("VmHWM"),
+        "peak_rss_mib": peak_rss_mib(),
         "curve": curve,
     }
 
@@ -128,11 +127,6 @@ def corpus_file(folder: Path, texts: int) -> Path:
     return path
 
 
-def loadavg() -> list[float]:
-    """1, 5 and 15 minute load averages."""
-    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-
-
 def run_child(kind: str, *args: str, timeout: float = 7200) -> dict[str, Any]:
     """Run one measurement in a fresh process (with the environment the CLI gives a job: Arrow on malloc); returns
     its JSON with the load before and after."""
@@ -140,7 +134,7 @@ def run_child(kind: str, *args: str, timeout: float = 7200) -> dict[str, Any]:
 
     before = loadavg()
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.corpus", "child", kind, *args],
+        [sys.executable, "-m", "studies.corpus", "child", kind, *args],
         cwd=REPO,
         env={**os.environ, **arrow_pool_env()},
         capture_output=True,
@@ -257,7 +251,7 @@ def measure_memory(work: Path, sizes: list[int], pools: list[str]) -> dict[str, 
         from runtime.corpus.outputs import arrow_pool_env
 
         env = {**os.environ, **arrow_pool_env(), "ARROW_DEFAULT_MEMORY_POOL": pool}
-        command = [sys.executable, "-m", "benchmarks.corpus_memory", str(corpus_file(work, texts)), str(out)]
+        command = [sys.executable, "-m", "studies.corpus_memory", str(corpus_file(work, texts)), str(out)]
         done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=7200)
         if done.returncode != 0:
             raise RuntimeError(f"memory child {texts} {pool} failed:\n{done.stderr[-4000:]}")
@@ -338,7 +332,7 @@ def scale_md(section: dict[str, Any]) -> list[str]:
 
 
 def memory_md(section: dict[str, Any]) -> list[str]:
-    from benchmarks.corpus_memory import MEMORY_STAGES
+    from studies.corpus_memory import MEMORY_STAGES
 
     runs = section["runs"]
     head = " | ".join(f"{r['texts']:,} texts, Arrow on {r['arrow_pool']}" for r in runs)
@@ -408,7 +402,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     for name, p in list(sub.choices.items()):
         p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
-        p.add_argument("--out", type=Path, required=name == "scale", default=RESULTS, help="results folder")
+        p.add_argument("--out", type=Path, required=name == "scale", default=DEFAULT_OUT, help="results folder")
     p = sub.add_parser("child")
     p.add_argument("kind", choices=["inprocess", "local", "ray"])
     p.add_argument("args", nargs="*")

@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
 # The one command to run on the GPU machine, from the root of a checkout of this repository, once the folder that
-# `python -m benchmarks.gpu_payload` built is there too (whole, or as its numbered part folders):
+# `python -m tools.gpu_payload` built is there too (whole, or as its numbered part folders):
 #
-#     bash benchmarks/gpu_device.sh PAYLOAD RESULTS            # e.g. build/gpu-payload /tmp/results
-#     bash benchmarks/gpu_device.sh PAYLOAD RESULTS --smoke    # the same on a machine without a GPU (CI-sized)
+#     bash tools/gpu_device.sh PAYLOAD RESULTS            # e.g. build/gpu-payload /tmp/results
+#     bash tools/gpu_device.sh PAYLOAD RESULTS --smoke    # the same on a machine without a GPU (CI-sized)
 #
-# Needs python3 (3.12 for the packed onnxruntime-gpu) with torch, sentence-transformers, onnx, safetensors, numpy and
-# tokenizers (matplotlib for the charts). Steps, each under its own time limit inside an overall budget (BUDGET_S,
-# default 420 s); a step that fails or runs out of time is logged and the next one still runs:
+# Needs python3 (3.12 for the packed onnxruntime-gpu) with torch, sentence-transformers, onnx, safetensors, numpy,
+# tokenizers and psutil (matplotlib for the charts). Steps, each under its own time limit inside an overall budget
+# (BUDGET_S, default 420 s); a step that fails or runs out of time is logged and the next one still runs:
 #   1. unpack    check every part against SHA256SUMS, reassemble, unpack into $GPU_WORK (default /tmp/gpu-run)
-#   2. weights   rebuild the checkpoint's fp16 weights from the fp16 graph (benchmarks/graph_weights.py)
+#   2. weights   rebuild the checkpoint's fp16 weights from the fp16 graph (tools/graph_weights.py)
 #   3. check     GPU, driver, onnxruntime-gpu's providers, a CUDA session without torch in the process
 #   4. gpu       python -m benchmarks.gpu: runtime fp16 on CUDAExecutionProvider vs PyTorch fp16  -> RESULTS/gpu/
 #   5. cpu       python -m benchmarks --systems runtime-int8,runtime-fp32: int8 (and fp32 if packed) on all cores,
 #                with the machine's own onnxruntime (CPU build)                                  -> RESULTS/cpu/
-#   6. corpus    OPTIONAL, only if RAY_WHEELS (default build/ray-wheels, from benchmarks/ray_wheels.sh) is here:
-#                installs ray[data] from it, then python -m benchmarks.corpus scale (1, 2, 4, 8 actors) -> RESULTS/
+#   6. corpus    OPTIONAL, only if RAY_WHEELS (default build/ray-wheels, from tools/ray_wheels.sh) is here:
+#                installs ray[data] from it, then python -m studies.corpus scale (1, 2, 4, 8 actors) -> RESULTS/
 # RESULTS/device.log has every step's output. At most 8 files end up under RESULTS.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -90,7 +90,7 @@ weights() {
   local expected
   expected=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["checkpoint"]["weights_digest"])' \
     "$work/payload/PAYLOAD.json")
-  PYTHONPATH=$PWD "$PYTHON" -m benchmarks.graph_weights "$art/model.fp16.onnx" \
+  PYTHONPATH=$PWD "$PYTHON" -m tools.graph_weights "$art/model.fp16.onnx" \
     "$work/payload/checkpoint.remainder.safetensors" "$work/payload/checkpoint/model.safetensors" --digest "$expected"
 }
 
@@ -139,7 +139,7 @@ corpus() {
   # OPTIONAL: Ray Data scaling on this machine's cores, with its own onnxruntime (CPU) and the checkout's int8 graph.
   set -euo pipefail
   "$PYTHON" -m pip install -q --no-index --no-deps --target "$work/ray-site" "$RAY_WHEELS"/*.whl
-  PYTHONPATH=$work/ray-site:$PWD "$PYTHON" -m benchmarks.corpus scale --out "$out/corpus" ${CORPUS_ARGS:-}
+  PYTHONPATH=$work/ray-site:$PWD "$PYTHON" -m studies.corpus scale --out "$out/corpus" ${CORPUS_ARGS:-}
 }
 
 export -f unpack weights check gpu cpu corpus

@@ -1,14 +1,14 @@
-"""Build what the one-shot GPU run (``benchmarks/gpu_device.sh``) needs beside a checkout of this repository.
+"""Build what the one-shot GPU run (``tools/gpu_device.sh``) needs beside a checkout of this repository.
 
-    python -m benchmarks.gpu_payload [--out build/gpu-payload] [--part-mib N] [--fp32]
+    python -m tools.gpu_payload [--out build/gpu-payload] [--part-mib N] [--fp32]
 
 Everything the GPU machine may lack or that git does not track goes into one xz-compressed tar:
 
 * onnxruntime-gpu, unpacked from its wheel (Python 3.12, manylinux x86-64) with its CUDA provider library pruned to
-  the GPU generation that will run it (``--sm 90``: H100/H200; ``benchmarks/fatbin.py``): 70 MB instead of 255 MB;
+  the GPU generation that will run it (``--sm 90``: H100/H200; ``tools/fatbin.py``): 70 MB instead of 255 MB;
 * the fp16 graph with the artifact's manifest and tokenizer (the int8 graph is tracked, so the checkout brings it);
 * the fine-tuned checkpoint's configuration and tokenizer; its fp16 weights are rebuilt on the GPU machine from the
-  fp16 graph, which holds the same numbers (``benchmarks/graph_weights.py``; what the graph lacks, 0.3 MB, travels);
+  fp16 graph, which holds the same numbers (``tools/graph_weights.py``; what the graph lacks, 0.3 MB, travels);
 * the PyTorch fp32 embeddings of the 3,000 STS-B dev sentences (the accuracy reference);
 * with ``--fp32``, the fp32 graph too, in a second tar (the runtime's fp32 CPU figures; 72 MiB more).
 
@@ -34,8 +34,8 @@ import zipfile
 from pathlib import Path
 
 from benchmarks.config import DEFAULT_CHECKPOINT, REPO
-from benchmarks.fatbin import prune
 from runtime.artifact import MANIFEST_FILE, TOKENIZER_FILE, Precision, read_manifest, sha256_file, verify
+from tools.fatbin import prune
 
 ORT_VERSION = "1.31.1"
 CUDA_LIBRARY = "onnxruntime/capi/libonnxruntime_providers_cuda.so"
@@ -43,7 +43,7 @@ PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_payload", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.gpu_payload", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "build" / "gpu-payload")
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="fine-tuned ST checkpoint")
     parser.add_argument("--artifact", type=Path, default=REPO / "artifacts" / "minilm-l6-stsb")
@@ -148,15 +148,15 @@ def download(version: str, python: str, cache: Path) -> Path:
 
 
 def stage_checkpoint(checkpoint: Path, fp16_graph: Path, stage: Path) -> dict[str, object]:
-    """The checkpoint in fp16 without its weights file (``benchmarks/graph_weights.py`` rebuilds that from the fp16
+    """The checkpoint in fp16 without its weights file (``tools/graph_weights.py`` rebuilds that from the fp16
     graph on the GPU machine: 43 MB less to carry), what the graph lacks as ``checkpoint.remainder.safetensors``, and
     the fp32 model's embeddings of the dev sentences as ``dev_fp32.npy``."""
     import numpy as np
     from safetensors.numpy import load_file, save_file
     from sentence_transformers import SentenceTransformer
 
-    from benchmarks.graph_weights import WEIGHTS_FILE, digest, rebuild, remainder
     from export.data import dev_sentences
+    from tools.graph_weights import WEIGHTS_FILE, digest, rebuild, remainder
 
     if not (checkpoint / "modules.json").is_file():
         raise SystemExit(f"{checkpoint}: not a sentence-transformers checkpoint (python -m export train makes it)")
@@ -200,8 +200,8 @@ def pack(folder: Path, tar: Path, level: int, word: int = 0) -> Path:
 
     filters = [{"id": lzma.FILTER_LZMA2, **options}]
     with (
-        lzma.open(tar, "wb", format=lzma.FORMAT_XZ, filters=filters) as sink,
-        tarfile.open(fileobj=sink, mode="w") as t,
+        lzma.open(tar, "wb", format=lzma.FORMAT_XZ, filters=filters) as xz,
+        tarfile.open(fileobj=xz, mode="w") as t,
     ):
         t.add(folder, arcname=folder.name)
     return tar
@@ -267,7 +267,7 @@ def report(out: Path, folders: list[Path]) -> None:
     relative = os.path.relpath(out, REPO) if out.resolve().is_relative_to(REPO) else str(out)
     print(
         f"\nOn the GPU machine, with this checkout and {relative}/ copied to the same place in it, run from the "
-        f"checkout's root:\n    bash benchmarks/gpu_device.sh {relative} RESULTS_DIR"
+        f"checkout's root:\n    bash tools/gpu_device.sh {relative} RESULTS_DIR"
     )
 
 
