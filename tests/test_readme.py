@@ -1,15 +1,22 @@
-"""README says only what the repository backs: its Python example runs, every file it names is in a clone, and its
-benchmark tables are the committed results."""
+"""README says only what the repository backs: its Python example runs, every file it names is in a clone, its
+headline table is the one benchmarks/results renders, and it stays a short guide holding the two set-up commands."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
 
+from benchmarks import docs_tables
+
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
-FIGURES_HEADER = "| system | dev b1"
+MAX_LINES = 250
+MAIN_JOB = (
+    "python3 -m venv .venv && .venv/bin/pip install -e '.[export]' && .venv/bin/python -m export all && "
+    ".venv/bin/python -m runtime info"
+)
 
 
 def _readme() -> str:
@@ -30,7 +37,8 @@ def named_paths(text: str) -> list[str]:
     found = spans + re.findall(r"\]\(([^)\s]+)\)", text)
     paths = []
     for path in found:
-        if "<" in path or "://" in path or path.startswith("/"):
+        path = path.split("#")[0]
+        if not path or "<" in path or "://" in path or path.startswith(("/", "~", "$")):
             continue
         alternatives = re.fullmatch(r"(.*)\{([^}]*)\}(.*)", path)
         if alternatives:
@@ -43,11 +51,12 @@ def named_paths(text: str) -> list[str]:
 
 def test_named_paths_understands_braces_and_placeholders() -> None:
     text = "`a/b.{md,json}` and `artifacts/<name>/x` and [c](d/e.png) and `c/` and [w](https://x.org/y)"
-    text += " and `GET /health` and `/v1/embeddings` and `umull`/`uadalp`"
-    assert named_paths(text) == ["a/b.md", "a/b.json", "c/", "d/e.png"]
+    text += " and `GET /health` and `/v1/embeddings` and `umull`/`uadalp` and `~/.cache` and `$HOME/x`"
+    text += " and [p](docs/p.md#part) and [q](#here)"
+    assert named_paths(text) == ["a/b.md", "a/b.json", "c/", "d/e.png", "docs/p.md"]
 
 
-def _ignored(path: str) -> bool:
+def git_ignores(path: str) -> bool:
     """Whether git ignores ``path``: an output the user's own runs write (``build/...``), not a file of the clone."""
     try:
         done = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO, capture_output=True)
@@ -56,54 +65,46 @@ def _ignored(path: str) -> bool:
     return done.returncode == 0
 
 
+def in_clone(path: str, base: Path = REPO) -> bool:
+    """Whether a clone has ``path`` (under ``base``; a glob: some file matches it), or it is a git-ignored output."""
+    target = (base / path).resolve()
+    if not target.is_relative_to(REPO):
+        return False
+    if any(c in path for c in "*?"):
+        return any(base.glob(path))
+    return target.exists() or git_ignores(path)
+
+
 def test_every_file_readme_names_is_in_the_repository() -> None:
-    missing = []
-    for path in named_paths(_readme()):
-        target = (REPO / path).resolve()
-        if not target.is_relative_to(REPO) or (not target.exists() and not _ignored(path)):
-            missing.append(path)
+    missing = [path for path in named_paths(_readme()) if not in_clone(path)]
     assert not missing, f"README names files a clone does not have: {missing}"
 
 
-def figures_tables(text: str) -> list[tuple[str, list[str]]]:
-    """Each benchmark figures table in ``text`` with the result file named closest above it."""
-    lines = text.splitlines()
-    tables = []
-    for i, line in enumerate(lines):
-        if not line.startswith(FIGURES_HEADER):
-            continue
-        above = "\n".join(lines[:i])
-        names = re.findall(r"benchmarks/results/(cpu-[a-z0-9-]+)\.", above)
-        assert names, f"README line {i + 1}: benchmark table without its result file named above it"
-        rows = []
-        for row in lines[i + 2 :]:
-            if not row.startswith("|"):
-                break
-            rows.append(row)
-        tables.append((names[-1], rows))
-    return tables
+def _headline() -> str:
+    (block,) = docs_tables.BLOCK.findall(_readme())
+    return block[2]
 
 
-def test_readme_benchmark_tables_are_the_committed_results() -> None:
-    tables = figures_tables(_readme())
-    assert tables, "README shows no benchmark table"
-    for stem, rows in tables:
-        result = REPO / "benchmarks" / "results" / f"{stem}.md"
-        lines = result.read_text(encoding="utf-8").splitlines()
-        start = lines.index(next(line for line in lines if line.startswith(FIGURES_HEADER)))
-        body = []
-        for row in lines[start + 2 :]:
-            if not row.startswith("|"):
-                break
-            body.append(row)
-        assert rows == body, f"README's table for {stem} differs from {result.relative_to(REPO)}"
+def test_readme_headline_is_rendered_from_the_results() -> None:
+    assert _headline().strip(), "README's generated headline block is empty"
+    assert docs_tables.refresh_blocks(_readme()) == _readme(), (
+        "README's headline table differs from benchmarks/results: run python -m benchmarks.docs_tables"
+    )
 
 
-def test_readme_shows_every_instruction_set_class_measured() -> None:
-    shown = {stem for stem, _ in figures_tables(_readme())}
-    committed = {p.stem for p in (REPO / "benchmarks" / "results").glob("cpu-*.json")}
+def test_readme_headline_shows_every_cpu_class_measured() -> None:
+    committed = [json.loads(p.read_text(encoding="utf-8")) for p in docs_tables.RESULTS.glob("cpu-*.json")]
     assert committed, "no committed benchmark results"
-    assert shown == committed, f"README shows {sorted(shown)}, results hold {sorted(committed)}"
+    for doc in committed:
+        assert f"{doc['machine']['cores']}-core" in _headline() and doc["machine"]["isa_class"] in _headline()
+
+
+def test_readme_is_a_short_guide() -> None:
+    assert len(_readme().splitlines()) <= MAX_LINES
+
+
+def test_readme_main_job_command_is_the_one_documented() -> None:
+    assert MAIN_JOB in _readme()
 
 
 def test_readme_test_command_is_the_ci_script() -> None:
