@@ -94,9 +94,9 @@ def load_runtime(args: argparse.Namespace) -> tuple[Embed, dict[str, Any]]:
         info["probe_s"] = time.perf_counter() - started
         if done.returncode != 0:
             import torch  # noqa: F401  (loads the CUDA/cuDNN libraries onnxruntime-gpu needs)
-    encoder = runtime.load(args.artifact, provider=args.device, precision="fp16")
+    encoder = runtime.load(args.artifact, provider=args.device, precision="fp16", backend="onnxruntime")
     info["onnxruntime_build"] = runtime.session.onnxruntime_build()
-    info["session_providers"] = list(encoder._session.get_providers())  # what the session really runs on
+    info["session_providers"] = encoder.info["providers"]  # what the session really runs on
     info["precision"] = encoder.precision.value
     info["graph"] = str(encoder.folder / encoder.precision.file_name)
 

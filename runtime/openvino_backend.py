@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from runtime.artifact import INPUT_NAMES, OUTPUT_NAME, sha256_file
-from runtime.install import OPENVINO_INSTALL
 from runtime.cpu import restricted_cores
 from runtime.errors import ArtifactError, BackendUnavailable
+from runtime.install import OPENVINO_INSTALL
 
 # The OpenVINO form of each graph and OpenVINO's compiled model (its CACHE_DIR) are kept here, so a later load
 # skips the rewrite, the conversion and the compilation (~2 s) and imports the compiled blob. The form's file is named

@@ -27,7 +27,7 @@ import onnxruntime as ort
 import runtime
 from benchmarks.workloads import counter, long_passages
 from export.data import dev_sentences
-from runtime.encoder import TOKENS_PER_RUN, Encoder, _batches
+from runtime.encoder import Encoder
 from runtime.session import session_options
 
 
@@ -53,7 +53,7 @@ def workloads(artifact: Path, dev_count: int, long_count: int, single_count: int
 def feeds(encoder: Encoder, workload: Workload) -> Iterator[dict[str, np.ndarray]]:
     """The session inputs the runtime would build for ``workload``."""
     ids = encoder.tokenize(workload.texts)
-    for rows in _batches(ids, workload.batch_size, TOKENS_PER_RUN["cpu"]):
+    for rows in encoder.batch_plan(ids, workload.batch_size):
         width = max(len(ids[i]) for i in rows)
         input_ids = np.zeros((len(rows), width), dtype=np.int64)
         mask = np.zeros_like(input_ids)
@@ -108,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     loads = workloads(artifact, args.dev, args.long, args.single)
     results: dict[str, Any] = {"loadavg_before": os.getloadavg(), "threads": args.threads, "profiles": {}}
     for precision in [p for p in args.precisions.split(",") if p]:
-        encoder = runtime.load(artifact, provider="cpu", precision=precision, threads=args.threads)
+        encoder = runtime.load(
+            artifact, provider="cpu", precision=precision, threads=args.threads, backend="onnxruntime"
+        )
         graph = artifact / encoder.manifest.variants[encoder.precision].graph.file
         for work in loads:
             found = profile(graph, list(feeds(encoder, work)), args.threads)
