@@ -241,6 +241,20 @@ def runtime_systems(results: Path) -> list[str]:
     return [*rows, "", "Texts/s, best of the run's rounds; each system in its own processes with the run's threads."]
 
 
+def auto_rules(results: Path) -> list[str]:
+    """backend="auto"'s rule per CPU class (runtime.backends.AUTO_OPENVINO_FROM), with the results behind it."""
+    from runtime.backends import AUTO_OPENVINO_FROM  # the runtime is installed wherever the docs are built or tested
+
+    rows = ["| CPU class | texts that run on OpenVINO | evidence |", "|---|---|---|"]
+    for cpu_class, tokens in sorted(AUTO_OPENVINO_FROM.items()):
+        texts = "every text" if tokens <= 1 else f"{tokens} tokens or more"
+        files = sorted(p.stem for p in results.glob(f"*-{cpu_class}.json") if p.stem.startswith(("engines-", "cpu-")))
+        evidence = ", ".join(f"`{stem}`" for stem in files) or NONE
+        rows.append(f"| `{cpu_class}` | {texts} (the rest on onnxruntime) | {evidence} |")
+    rows.append(f"| every other class | none: onnxruntime for every text | {NONE} |")
+    return rows
+
+
 def accuracy(results: Path) -> list[str]:
     """STS-B dev accuracy of every graph the export wrote (its manifest), beside the model card's and PyTorch's."""
     manifest = json.loads(MANIFEST.read_text(encoding="utf-8"))

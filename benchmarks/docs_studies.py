@@ -161,6 +161,38 @@ def profile(doc: Doc, stem: str, results: Path, top: int = 6) -> list[str]:
     return [*rows, "", source(stem, f"{doc['threads']} threads")]
 
 
+def engines(doc: Doc, stem: str, results: Path) -> list[str]:
+    """onnxruntime int8 against OpenVINO per text length: the evidence behind auto's threshold on the class."""
+    by_length: dict[int, dict[int, Doc]] = {}
+    for case in doc["cases"]:
+        by_length.setdefault(case["tokens"], {})[case["batch"]] = case
+    rows = [
+        "| tokens | batch 1: onnxruntime / OpenVINO, texts/s | ratio | batch 32: onnxruntime / OpenVINO, texts/s "
+        "| ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for tokens, cases in sorted(by_length.items()):
+        cells = []
+        for batch in (1, 32):
+            case = cases.get(batch)
+            if case is None:
+                cells += [NONE, NONE]
+                continue
+            rate = case["texts_per_s"]
+            cells += [
+                f"{rate['onnxruntime']:,.0f} / {rate['openvino']:,.0f}",
+                f"{case['openvino_over_onnxruntime']:.2f}",
+            ]
+        rows.append(f"| {tokens} | {' | '.join(cells)} |")
+    threshold = doc["suggested_threshold"]
+    when = (
+        f"{machine_label(doc)}, {doc['threads']} threads, OpenVINO {doc['openvino_precision']}, best of "
+        f"{doc['rounds']} interleaved rounds, {doc['created']}; suggested threshold: "
+        + (f"{threshold} tokens" if threshold is not None else "none (onnxruntime for every length)")
+    )
+    return [*rows, "", source(stem, when)]
+
+
 def soak(doc: Doc, stem: str, results: Path) -> list[str]:
     """One encoder, many calls: does memory grow?"""
     return [

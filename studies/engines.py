@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     found = measure(args.threads, rounds, lengths, tokens)
     doc = {
         "kind": "engines",
+        "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine,
         "libraries": library_versions(),
         "threads": args.threads,
