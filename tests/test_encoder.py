@@ -148,11 +148,25 @@ def test_lone_surrogates_are_replaced(encoder: runtime.Encoder) -> None:
     np.testing.assert_array_equal(out[0], out[1])
 
 
-def test_long_batch_is_split_under_token_bound(encoder: runtime.Encoder) -> None:
-    texts = ["word " * 300] * (TOKENS_PER_RUN["cpu"] // 256 + 5)
+def test_long_batch_is_split_under_token_bound(encoder: runtime.Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    bound = TOKENS_PER_RUN[encoder.device]
+    texts = [f"text {i}: " + "word " * (30 * i) for i in range(1, 12)]  # 35 to 256 tokens, the last three truncated
+    ids = encoder.tokenize(texts)
+    assert sum(map(len, ids)) > bound  # more than one run's worth, whatever batch_size says
+    unsplit = encoder.embed_ids(ids)  # every row in one session run
+    shapes: list[tuple[int, int]] = []
+    run = encoder._runner.run
+
+    def spy(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        shapes.append(input_ids.shape)
+        return run(input_ids, attention_mask)
+
+    monkeypatch.setattr(encoder._runner, "run", spy)
     out = encoder.encode(texts, batch_size=10_000)
-    assert out.shape == (len(texts), DIM)
-    np.testing.assert_allclose(out, np.broadcast_to(out[0], out.shape), atol=1e-6)
+    assert len(shapes) > 1, shapes
+    assert all(rows * width <= bound for rows, width in shapes), (bound, shapes)
+    assert [rows for rows, _ in shapes] == [len(plan) for plan in encoder.batch_plan(ids, batch_size=10_000)]
+    np.testing.assert_allclose(out, unsplit, atol=1e-5)
 
 
 def test_threads_share_one_encoder(encoder: runtime.Encoder, dev_pairs) -> None:
