@@ -206,13 +206,29 @@ def test_bad_openai_requests_get_400_with_openai_error(server: Server, body: dic
     assert error["param"] == param and error["type"] == "invalid_request_error"
 
 
-@pytest.mark.parametrize(
-    "body",
-    [{}, {"inputs": []}, {"inputs": "a", "normalize": "yes"}, {"inputs": "a", "truncation_direction": "left"}],
-)
-def test_bad_embed_requests_get_400(server: Server, body: dict[str, object]) -> None:
+BAD_TEI = [
+    ({}, "inputs", "missing_required_parameter", "Missing required parameter: 'inputs'"),
+    ({"inputs": []}, "inputs", "empty_input", "'inputs' must not be an empty array"),
+    ({"inputs": "a", "normalize": "yes"}, "normalize", None, "'normalize' must be true or false, got string"),
+    ({"inputs": "a", "truncation_direction": "left"}, "truncation_direction", None, "got 'left'"),
+    ({"inputs": "a", "prompt_name": "query"}, "prompt_name", None, "'prompt_name' must be absent"),
+]
+
+
+@pytest.mark.parametrize(("body", "param", "code", "message"), BAD_TEI)
+def test_bad_embed_requests_get_400(
+    server: Server, body: dict[str, object], param: str, code: str | None, message: str
+) -> None:
+    # /embed answers errors with the same body as /v1/embeddings (the README's "every error has OpenAI's ..."),
+    # naming the field at fault; TEI itself answers {"error": "...", "error_type": "Validation"}.
     response = server.post("/embed", body)
-    assert response.status_code == 400 and response.json()["error"]["message"]
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert list(response.json()) == ["error"]
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", param, code)
+    assert message in error["message"], error["message"]
 
 
 COMPACT = ("int8", "uint8", "binary", "ubinary")
