@@ -150,9 +150,11 @@ def test_lone_surrogates_are_replaced(encoder: runtime.Encoder) -> None:
 
 def test_long_batch_is_split_under_token_bound(encoder: runtime.Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
     bound = TOKENS_PER_RUN[encoder.device]
-    texts = [f"text {i}: " + "word " * (30 * i) for i in range(1, 12)]  # 35 to 256 tokens, the last three truncated
+    # Rows of one length, so only the bound can cut them (padding gives the planner no reason to); distinct texts, so
+    # a row written back to the wrong place shows. Each is truncated to 256 tokens: 2 runs' worth and one row more.
+    texts = [f"text {i}: " + "word " * 300 for i in range(2 * bound // 256 + 1)]
     ids = encoder.tokenize(texts)
-    assert sum(map(len, ids)) > bound  # more than one run's worth, whatever batch_size says
+    assert {len(r) for r in ids} == {encoder.max_seq_length}
     unsplit = encoder.embed_ids(ids)  # every row in one session run
     shapes: list[tuple[int, int]] = []
     run = encoder._runner.run
