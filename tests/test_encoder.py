@@ -148,11 +148,27 @@ def test_lone_surrogates_are_replaced(encoder: runtime.Encoder) -> None:
     np.testing.assert_array_equal(out[0], out[1])
 
 
-def test_long_batch_is_split_under_token_bound(encoder: runtime.Encoder) -> None:
-    texts = ["word " * 300] * (TOKENS_PER_RUN["cpu"] // 256 + 5)
+def test_long_batch_is_split_under_token_bound(encoder: runtime.Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    bound = TOKENS_PER_RUN[encoder.device]
+    # Rows of one length, so only the bound can cut them (padding gives the planner no reason to); distinct texts, so
+    # a row written back to the wrong place shows. Each is truncated to 256 tokens: 2 runs' worth and one row more.
+    texts = [f"text {i}: " + "word " * 300 for i in range(2 * bound // 256 + 1)]
+    ids = encoder.tokenize(texts)
+    assert {len(r) for r in ids} == {encoder.max_seq_length}
+    unsplit = encoder.embed_ids(ids)  # every row in one session run
+    shapes: list[tuple[int, int]] = []
+    run = encoder._runner.run
+
+    def spy(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        shapes.append(input_ids.shape)
+        return run(input_ids, attention_mask)
+
+    monkeypatch.setattr(encoder._runner, "run", spy)
     out = encoder.encode(texts, batch_size=10_000)
-    assert out.shape == (len(texts), DIM)
-    np.testing.assert_allclose(out, np.broadcast_to(out[0], out.shape), atol=1e-6)
+    assert len(shapes) > 1, shapes
+    assert all(rows * width <= bound for rows, width in shapes), (bound, shapes)
+    assert [rows for rows, _ in shapes] == [len(plan) for plan in encoder.batch_plan(ids, batch_size=10_000)]
+    np.testing.assert_allclose(out, unsplit, atol=1e-5)
 
 
 def test_threads_share_one_encoder(encoder: runtime.Encoder, dev_pairs) -> None:

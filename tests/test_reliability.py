@@ -77,16 +77,23 @@ def test_several_encoders_in_one_process(default_dir: Path, encoder: runtime.Enc
     others = [runtime.load(default_dir, threads=n, backend="onnxruntime") for n in (1, 2)]
     texts = [p.s1 for p in read_sts("dev")[:40]]
     want = encoder.encode(texts)
+    encoders = [encoder, *others]
     results: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
 
     def run(i: int, enc: runtime.Encoder) -> None:
-        results[i] = enc.encode(texts, batch_size=8)
+        try:
+            results[i] = enc.encode(texts, batch_size=8)
+        except BaseException as err:  # surfaced below: a thread's exception must fail the test
+            errors.append(err)
 
-    threads = [threading.Thread(target=run, args=(i, e)) for i, e in enumerate([encoder, *others])]
+    threads = [threading.Thread(target=run, args=(i, e)) for i, e in enumerate(encoders)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert not errors, errors
+    assert sorted(results) == list(range(len(encoders)))
     for got in results.values():
         np.testing.assert_allclose(got, want, atol=BATCH_INVARIANCE_ATOL)
 
