@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from runtime import install
-from runtime.backends import Backend
 from runtime.errors import ArtifactError, BackendUnavailable, InstallWarning, ProviderUnavailable
 
-# Before anything imports onnxruntime: two of its builds in one folder can make that import fail.
+# Before anything imports onnxruntime (runtime.backends and runtime.encoder do): two of its builds in one folder can
+# make that import fail.
 install.warn_on_clash()
 try:
     from runtime.artifact import Manifest, Precision, default_artifact_dir
+    from runtime.backends import Backend
     from runtime.encoder import Encoder
     from runtime.session import Provider, available_providers
 except ImportError as err:
@@ -51,10 +52,11 @@ def load(
     ``provider``: "auto" (CUDA when onnxruntime offers it and the artifact has an fp16/fp32 graph, else CPU), "cpu"
     or "cuda" (raises ProviderUnavailable if it cannot be honoured). ``precision``: "int8", "fp32", "fp16" or None
     for the device's best present graph. ``threads``: intra-op threads (None: one per physical core the process may
-    run on, onnxruntime's default on an unrestricted machine). ``backend``: "onnxruntime" (the exact, portable path),
-    "openvino" (needs the ``openvino`` extra; CPU only; raises BackendUnavailable without it) or "auto": OpenVINO for
-    the int8 graph on a CPU with AVX512_BF16 or AMX when openvino is installed, else onnxruntime
-    (``Encoder.info`` says which and why).
+    run on, onnxruntime's default on an unrestricted machine). ``backend``: "onnxruntime" (the exact, portable path:
+    the same vectors on every CPU), "openvino" (needs the ``openvino`` extra; CPU only; raises BackendUnavailable
+    without it) or "auto": per text by its token count, OpenVINO from the length measured faster on this CPU class
+    (``runtime.backends.AUTO_OPENVINO_FROM``) when openvino is installed, else onnxruntime (``Encoder.rule`` says
+    which engine embeds which texts, ``Encoder.info`` why).
     """
     folder = default_artifact_dir() if path is None else Path(path)
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):

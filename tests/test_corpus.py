@@ -297,7 +297,7 @@ def test_kill_9_then_resume_is_byte_identical_to_an_uninterrupted_run(
     assert _shards(out) == _shards(whole)
     a, b = (json.loads((f / "_SUCCESS").read_text()) for f in (out, whole))
     assert {k: v for k, v in a.items() if k != "completed"} == {k: v for k, v in b.items() if k != "completed"}
-    assert check(out, source, encoder=encoder, sample=50).ok
+    assert check(out, source, sample=50).ok  # the library under the rule the job recorded (auto: per CPU class)
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
 
 
@@ -319,7 +319,7 @@ def test_resume_refuses_changed_input_model_or_options(
 
     replace(manifest, tokenizer=runtime.artifact.FileEntry.of(tokenizer)).write(damaged)
     with pytest.raises(CorpusError, match="the model changed: tokenizer_sha256"):
-        encode_files(source, out, model=damaged, provider="cpu", resume=True)
+        encode_files(source, out, model=damaged, provider="cpu", backend="onnxruntime", resume=True)
     source.write_text("one\ntwo\nthree!\n", encoding="utf-8")
     with pytest.raises(CorpusError, match=r"the input changed: .*in\.txt"):
         encode_files(source, out, encoder=encoder, resume=True)
@@ -348,6 +348,7 @@ def test_stdin_is_spooled_for_shards_and_streamed_for_files(
     lines = '{"text": "from stdin"}\n{"text": "second"}\n'
     for out in (tmp_path / "o.npy", tmp_path / "o"):
         cmd = [sys.executable, "-m", "runtime", "encode", "-", "-o", str(out), "--input-format", "jsonl", "-q"]
+        cmd += ["--backend", "onnxruntime"]  # the fixture's engine, whatever auto picks on this CPU class
         done = subprocess.run(cmd, cwd=REPO, input=lines.encode(), capture_output=True, timeout=120)
         assert done.returncode == 0, done.stderr.decode()
     np.testing.assert_allclose(np.load(tmp_path / "o.npy"), encoder.encode(["from stdin", "second"]), atol=ATOL)
@@ -355,6 +356,35 @@ def test_stdin_is_spooled_for_shards_and_streamed_for_files(
     assert ids == [0, 1] and np.array_equal(vectors, np.load(tmp_path / "o.npy"))
     assert json.loads((tmp_path / "o" / "_SUCCESS").read_text())["input"]["files"][0]["path"] == "-"
     assert sorted(os.listdir(tmp_path / "o")) == ["_SUCCESS", "_job.json", "part-00000.parquet"]
+
+
+def test_resume_refuses_a_changed_engine_rule(pq: object, tmp_path: Path, encoder: runtime.Encoder) -> None:
+    """Engines give close, not identical, vectors: a job started under one rule (e.g. auto on another CPU class, or
+    another release's threshold) must not be finished under another."""
+    source = _txt(tmp_path / "in.txt", ["one", "two", "three"])
+    out = tmp_path / "emb"
+    encode_files(source, out, encoder=encoder, shard_rows=2)
+    (out / "_SUCCESS").unlink()
+    (out / "part-00001.parquet").unlink()
+    job = json.loads((out / "_job.json").read_text(encoding="utf-8"))
+    assert job["model"]["rule"] == encoder.rule == "onnxruntime int8, every text"
+    job["model"]["rule"] = "onnxruntime int8 below 48 tokens, openvino bf16 (OpenVINO form v1 of the int8 graph) from 48"
+    (out / "_job.json").write_text(json.dumps(job), encoding="utf-8")
+    with pytest.raises(CorpusError, match="the model changed: rule was 'onnxruntime int8 below 48 tokens"):
+        encode_files(source, out, encoder=encoder, resume=True)
+
+
+def test_check_refuses_to_compare_under_another_rule(finished: tuple[Path, Path], encoder: runtime.Encoder) -> None:
+    source, out = finished
+    summary = json.loads((out / "_SUCCESS").read_text(encoding="utf-8"))
+    summary["model"]["rule"] = "openvino bf16 (OpenVINO form v1 of the int8 graph), every text"
+    (out / "_SUCCESS").write_text(json.dumps(summary), encoding="utf-8")
+    problems = check(out, source, encoder=encoder, sample=10).problems
+    assert problems == [
+        "the job's vectors were computed under the rule 'openvino bf16 (OpenVINO form v1 of the int8 graph), every "
+        "text'; the library here runs 'onnxruntime int8, every text': vectors not compared (check where the job ran, "
+        "or with an encoder loaded under its rule)"
+    ]
 
 
 # ---- the checker must catch what it claims to ----

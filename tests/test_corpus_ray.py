@@ -118,7 +118,7 @@ def test_killing_an_actor_mid_job_still_writes_each_shard_once(
     summary = json.loads((out / "_SUCCESS").read_text())
     assert [s["shard"] for s in summary["shards"]] == list(range(outcome[0].shards))
     assert not [p for p in os.listdir(out) if p.startswith(".")], "no temporary file left behind"
-    assert check(out, source, encoder=encoder, sample=64).ok
+    assert check(out, source, sample=64).ok
 
 
 def test_a_bad_row_in_an_actor_is_reported_by_file_and_line(cluster: None, tmp_path: Path) -> None:

@@ -202,9 +202,7 @@ def test_form_of_the_shipped_graph_is_plain_float_and_deterministic(default_dir:
     assert first.SerializeToString() == openvino_form(onnx_module.load(str(graph))).SerializeToString()
 
 
-def test_form_keeps_the_int8_graph_computation_without_activation_rounding(
-    tiny_artifact: Path, onnx_module
-) -> None:
+def test_form_keeps_the_int8_graph_computation_without_activation_rounding(tiny_artifact: Path, onnx_module) -> None:
     """Run with onnxruntime in float32, the form of the tiny int8 graph is the int8 model without its per-token
     activation rounding: closer to the fp32 graph than the int8 graph itself, and within weight-rounding distance."""
     import onnxruntime as ort

@@ -36,11 +36,13 @@ TEXTS = [*dev_sentences()[:40], LONG, "naïve café — 東京 🙂", "   ", "A"
 
 
 class Server(ServerProcess):
-    """``python -m runtime serve`` in a subprocess on a free 127.0.0.1 port, stopped by the test."""
+    """``python -m runtime serve`` in a subprocess on a free 127.0.0.1 port, stopped by the test. It runs the portable
+    engine, as the ``encoder`` fixture does (what ``auto`` picks depends on the CPU class; one test covers it)."""
 
-    def __init__(self, tmp: Path, *args: str) -> None:
+    def __init__(self, tmp: Path, *args: str, backend: str = "onnxruntime") -> None:
         port = free_port()
-        cmd = [sys.executable, "-m", "runtime", "--provider", "cpu", "serve", "--port", str(port), "--threads", "1"]
+        cmd = [sys.executable, "-m", "runtime", "--provider", "cpu", "--backend", backend, "serve"]
+        cmd += ["--port", str(port), "--threads", "1"]
         super().__init__("server", [*cmd, *args], port, tmp / f"server-{port}.log", cwd=REPO, ready_s=180, stop_s=30)
 
     def post(self, path: str, body: object, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -87,6 +89,25 @@ def test_openai_client_float_matches_library(client: openai.OpenAI, encoder: run
     assert np.abs(got - encoder.encode(TEXTS)).max() <= 1e-6
     assert reply.model == "minilm-l6-stsb" and reply.object == "list"
     assert reply.usage.prompt_tokens == reply.usage.total_tokens == _usage(encoder, TEXTS)
+
+
+def test_auto_server_embeds_as_the_auto_library_does(tmp_path: Path, dev_pairs: list) -> None:
+    """The server under backend="auto" (the default) returns the library's auto vectors: the same engine for each
+    text (its length rule), runs planned without crossing the rule's cut. Texts batch differently in the server than
+    in one encode call, so a bf16 path may differ by its padding gate; float32 and int8 inference by 1e-5."""
+    library = runtime.load(provider="cpu", threads=1)
+    texts = [p.s1 for p in dev_pairs[:40]] + [" ".join(p.s2 for p in dev_pairs[k : k + 12]) for k in range(0, 48, 12)]
+    srv = Server(tmp_path, backend="auto")
+    try:
+        reply = httpx.post(f"{srv.url}/v1/embeddings", json={"input": texts, "encoding_format": "float"}, timeout=180)
+        info = httpx.get(f"{srv.url}/info", timeout=10).json()
+    finally:
+        assert srv.stop() == 0, srv.log.read_text()
+    assert reply.status_code == 200, reply.text
+    got = np.array([d["embedding"] for d in reply.json()["data"]], dtype=np.float32)
+    assert library.rule in json.dumps(info)
+    bf16 = library.info["inference_precision"] == "bf16"
+    assert np.abs(got - library.encode(texts)).max() <= (2e-3 if bf16 else 1e-5)
 
 
 def test_readme_server_example_runs(server: Server, encoder: runtime.Encoder) -> None:

@@ -22,6 +22,12 @@ from runtime.quantization import OutputPrecision, output_dtype, output_width
 
 MAX_PROBLEMS = 20
 NORM_TOLERANCE = 1e-3
+# Max abs difference a re-encoded sample may show: float32 and int8 inference are batch-invariant to 1e-5; a bf16
+# path pads its batches, which may move a vector by up to 2e-3 (the bf16 gate, docs: backends).
+TOLERANCE = 1e-5
+BF16_TOLERANCE = 2e-3
+# How to load the engines a job recorded (Encoder.backend) so that the same rule can be asked for again.
+LOAD_BACKEND = {"onnxruntime": "onnxruntime", "openvino": "openvino", "onnxruntime+openvino": "auto"}
 
 
 @dataclass
@@ -59,7 +65,7 @@ def check(
     *,
     sample: int = 256,
     seed: int = 0,
-    tolerance: float = 1e-5,
+    tolerance: float | None = None,
     encoder: runtime.Encoder | None = None,
     model: str | Path | None = None,
 ) -> CheckReport:
@@ -68,7 +74,9 @@ def check(
     Checks that the input is the one the job read (fingerprint), that the shards on disk are exactly those listed,
     whole (size and sha256), cover the input's positions in order, and hold every good input row's id exactly once
     in input order and no other; that bad rows were skipped only if the job allowed it; that every vector is finite
-    and unit length; and that ``sample`` random rows equal the library's vectors within ``tolerance`` (max abs).
+    and unit length; and that ``sample`` random rows equal the library's vectors within ``tolerance`` (max abs;
+    default 1e-5, or 2e-3 when the job's rule runs texts in bf16), computed under the rule the job recorded (a library
+    whose rule differs, e.g. on another CPU class, is reported instead of compared).
     A job of a compact output type (int8, uint8, binary, ubinary) is checked code by code: each value must be one
     that the library's float vector, moved by at most ``tolerance`` per component, quantises to (``max_abs_diff``
     is then in code units, against ``encode(precision=...)``).
@@ -209,13 +217,13 @@ def _compare_sample(
     job_model: dict[str, Any],
     encoder: runtime.Encoder | None,
     model: str | Path | None,
-    tolerance: float,
+    tolerance: float | None,
     precision: OutputPrecision,
     report: CheckReport,
 ) -> None:
     if encoder is None:
         # Jobs recorded before backends existed ran on onnxruntime.
-        backend = job_model.get("backend", "onnxruntime")
+        backend = LOAD_BACKEND.get(job_model.get("backend", "onnxruntime"), "auto")
         args = ModelArgs(
             None if model is None else str(model), job_model["device"], job_model["precision"], None, backend
         )
@@ -227,6 +235,15 @@ def _compare_sample(
             f"the job's (graph sha256 {job_model['graph_sha256'][:12]}): vectors not compared"
         )
         return
+    rule = job_model.get("rule", f"onnxruntime {job_model['precision']}, every text")
+    if found["rule"] != rule:
+        report.problem(
+            f"the job's vectors were computed under the rule {rule!r}; the library here runs {found['rule']!r}: "
+            "vectors not compared (check where the job ran, or with an encoder loaded under its rule)"
+        )
+        return
+    if tolerance is None:
+        tolerance = BF16_TOLERANCE if "bf16" in rule else TOLERANCE
     if precision != "float32":
         _compare_codes(texts, vectors, encoder, tolerance, precision, report)
         return

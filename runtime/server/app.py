@@ -285,6 +285,9 @@ class Service:
             "vocab_size": self.limits.vocab_size,
             "device": enc.device,
             "precision": enc.precision.value,
+            "backend": enc.backend,
+            "rule": enc.rule,  # which engine embeds which texts (Encoder.rule)
+            "portable": enc.decision.portable,  # the same vectors on every CPU
             "output_precisions": list(enc.output_precisions),
             "version": package_version(),
             "batching": {"batch_size": s.batch_size, "tokens_per_run": TOKENS_PER_RUN[enc.device]},
