@@ -368,7 +368,7 @@ def test_resume_refuses_a_changed_engine_rule(pq: object, tmp_path: Path, encode
     (out / "part-00001.parquet").unlink()
     job = json.loads((out / "_job.json").read_text(encoding="utf-8"))
     assert job["model"]["rule"] == encoder.rule == "onnxruntime int8, every text"
-    job["model"]["rule"] = "onnxruntime int8 below 48 tokens, openvino bf16 (OpenVINO form v1 of the int8 graph) from 48"
+    job["model"]["rule"] = "onnxruntime int8 below 48 tokens, openvino bf16 (form v1) from 48 tokens"
     (out / "_job.json").write_text(json.dumps(job), encoding="utf-8")
     with pytest.raises(CorpusError, match="the model changed: rule was 'onnxruntime int8 below 48 tokens"):
         encode_files(source, out, encoder=encoder, resume=True)
