@@ -65,7 +65,12 @@ def test_auto_uses_openvino_from_the_measured_length_on_amx(default_dir: Path, o
     assert decision.openvino_precision == "bf16"
     assert not decision.portable
     assert "CPU class amx" in decision.reasons[-1]
-    assert decision.rule.startswith("openvino bf16") or "below" in decision.rule
+    threshold = AUTO_OPENVINO_FROM["amx"]
+    assert decision.rule == (
+        f"onnxruntime int8 below {threshold} tokens, openvino bf16 (OpenVINO form v1 of the int8 graph) "
+        f"from {threshold} tokens"
+    )
+    assert decision.backend == "onnxruntime+openvino"
 
 
 @pytest.mark.parametrize(("flags", "cpu_class"), [(ZEN4, "avx512vnni"), (AVX2, "avx2")])
