@@ -69,6 +69,7 @@ COMBINED: dict[str, Callable[[Path], list[str]]] = {
     "headline": product.headline,
     "runtime-systems": product.runtime_systems,
     "auto-rules": product.auto_rules,
+    "padding": product.padding,
     "accuracy": product.accuracy,
 }
 

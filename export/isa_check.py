@@ -1,6 +1,7 @@
 """Check an int8 artifact against its exact-integer reference on the CPU this process runs on.
 
-    python -m export.isa_check [--artifact DIR] [--reference DIR] [--texts N] [--golden FILE]
+    python -m export.isa_check [--artifact DIR] [--reference DIR] [--texts N] [--long-tokens N] [--threads N]
+                               [--golden FILE]
 
 CI runs it natively and under ``qemu-x86_64 -cpu Haswell`` (AVX2) and ``-cpu Nehalem`` (SSE4.1), so the int8
 kernels of instruction sets other than the CI machine's own are exercised too. Prints one JSON line; exits 1 when
@@ -27,37 +28,49 @@ from runtime.artifact import default_artifact_dir
 from runtime.cpu import isa_class
 
 # Long enough to reach the 256-token truncation: the longest GEMMs (K = 1,536 over 256 rows) run on it.
-LONG_TEXT = " ".join(["the quick brown fox jumps over the lazy dog near the river bank"] * 30)
+LONG_PHRASE = "the quick brown fox jumps over the lazy dog near the river bank"  # 13 tokens
+LONG_TEXT = " ".join([LONG_PHRASE] * 30)
 GOLDEN_TOLERANCE = 1e-4
 # Short texts only: a 256-token text's float attention rounds differently on AVX2 and AVX-512 (see README), which
 # per-token requantisation amplifies to ~4e-3; the exact-reference check above covers long texts on every CPU.
 GOLDEN_TEXTS = ["A man is playing a guitar.", "Iran hopes nuclear talks will yield 'roadmap'", ""]
 
 
-def check_texts(count: int) -> list[str]:
-    """The first ``count`` STS-B dev sentences plus one text truncated at 256 tokens."""
-    return [*dev_sentences()[:count], LONG_TEXT]
+def check_texts(count: int, long_tokens: int = 256) -> list[str]:
+    """The first ``count`` STS-B dev sentences plus one text of about ``long_tokens`` tokens (at most 256: it is
+    truncated there)."""
+    repeats = max(1, -(-(long_tokens - 2) // 13))
+    return [*dev_sentences()[:count], " ".join([LONG_PHRASE] * repeats)]
 
 
-def run(artifact: Path, reference: Path, count: int, tolerance: float, golden: Path | None) -> dict[str, object]:
+def run(
+    artifact: Path,
+    reference: Path,
+    count: int,
+    tolerance: float,
+    golden: Path | None,
+    long_tokens: int = 256,
+    threads: int | None = None,
+) -> dict[str, object]:
     """Encode the check texts with the int8 graph and its reference; compare; return the findings."""
-    texts = check_texts(count)
+    texts = check_texts(count, long_tokens)
     start = time.perf_counter()
-    int8 = runtime.load(artifact, provider="cpu", precision="int8", backend="onnxruntime").encode(texts)
-    exact = runtime.load(reference, provider="cpu", precision="int8", backend="onnxruntime").encode(texts)
-    diff = float(np.abs(int8 - exact).max())
+    encoder = runtime.load(artifact, provider="cpu", precision="int8", threads=threads, backend="onnxruntime")
+    int8 = encoder.encode(texts)
+    exact = runtime.load(reference, provider="cpu", precision="int8", threads=threads, backend="onnxruntime")
+    diff = float(np.abs(int8 - exact.encode(texts)).max())
     result: dict[str, object] = {
         "isa_class_reported": isa_class(),  # qemu-user passes the host's /proc/cpuinfo through: see --label
         "probe_error_full_range_weights": saturation_probe(127),
         "probe_error_graph_weights": max(saturation_probe(weight_levels(zp), zp) for zp in (SIGNED_ZERO_POINT, 0)),
         "texts": len(texts),
+        "long_tokens": len(encoder.tokenize(texts[-1:])[0]),
         "max_abs_diff_to_exact": diff,
         "tolerance": tolerance,
     }
     result["ok"] = diff <= tolerance and result["probe_error_graph_weights"] == 0.0
     if golden is not None:
         data = json.loads(golden.read_text())
-        encoder = runtime.load(artifact, provider="cpu", precision="int8", backend="onnxruntime")
         worst = max(
             float(np.abs(encoder.encode(text)[: len(dims)] - np.asarray(dims, np.float32)).max())
             for text, dims in data["vectors"].items()
@@ -121,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.isa_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifact", type=Path, default=None, help="artifact folder (default: the shipped model)")
     parser.add_argument("--reference", type=Path, default=None, help="its reference artifact (default: build it)")
-    parser.add_argument("--texts", type=int, default=24, help="dev sentences to check (plus one 256-token text)")
+    parser.add_argument("--texts", type=int, default=24, help="dev sentences to check (plus one long text)")
+    parser.add_argument("--long-tokens", type=int, default=256, help="tokens of the long text (default 256)")
+    parser.add_argument("--threads", type=int, default=None, help="threads of each session (default: one per core)")
     parser.add_argument("--tolerance", type=float, default=1e-5)
     parser.add_argument("--golden", type=Path, default=None, help="golden.json to check as well")
     parser.add_argument("--label", default=None, help="name of the (emulated) CPU, recorded in the output")
@@ -132,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         reference = args.reference or reference_artifact(artifact, Path(tmp))
         if args.write_golden is not None:
             write_golden(artifact, reference, GOLDEN_TEXTS, args.write_golden)
-        result = run(artifact, reference, args.texts, args.tolerance, args.golden)
+        result = run(artifact, reference, args.texts, args.tolerance, args.golden, args.long_tokens, args.threads)
     result["label"] = args.label or isa_class()
     print(json.dumps(result))
     return 0 if result["ok"] else 1
