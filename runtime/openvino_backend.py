@@ -147,11 +147,11 @@ def _form(core: Any, graph: Path, cache_dir: str | None) -> Any:
     cache import the compiled blob without reading the model again)."""
     from runtime.openvino_form import VERSION, openvino_form
 
-    onnx = _import("onnx")
     if cache_dir:
         key = hashlib.sha256(f"{sha256_file(graph)}-{VERSION}".encode()).hexdigest()[:32]
         path = Path(cache_dir) / f"form-{key}.onnx"
         if not path.is_file():
+            onnx = _import("onnx")  # only to write the form: a cached load never imports it (~11 MiB)
             form = openvino_form(onnx.load(str(graph)))
             partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
             try:
@@ -160,7 +160,7 @@ def _form(core: Any, graph: Path, cache_dir: str | None) -> Any:
             finally:
                 partial.unlink(missing_ok=True)
         return str(path)
-    return core.read_model(openvino_form(onnx.load(str(graph))).SerializeToString())
+    return core.read_model(openvino_form(_import("onnx").load(str(graph))).SerializeToString())
 
 
 def _cache_dir(precision: str) -> str | None:
