@@ -193,6 +193,26 @@ def engines(doc: Doc, stem: str, results: Path) -> list[str]:
     return [*rows, "", source(stem, when)]
 
 
+def gates(doc: Doc, stem: str, results: Path) -> list[str]:
+    """Every path auto may pick against the gates: spearman, fidelity to the fp32 reference, alone vs in a batch."""
+    rows = [
+        "| path | spearman | min cosine to fp32, dev / passages | a text alone vs in a padded batch of 32: min cosine, "
+        "max abs |",
+        "|---|---|---|---|",
+    ]
+    for name, p in doc["paths"].items():
+        c, a = p["min_cosine_to_reference"], p["alone_vs_batch"]
+        rows.append(
+            f"| `{name}`: {p['rule']} | {p['dev_spearman']:.6f} | {c['dev']:.5f} / {c['long']:.5f} "
+            f"| {a['min_cosine']:.7f}, {a['max_abs']:.1e} |"
+        )
+    when = (
+        f"{machine_label(doc)}, fp32 reference spearman {doc['reference_spearman']:.6f}, {doc['dev_sentences']:,} dev "
+        f"sentences and {doc['passages']} passages, {doc['created']}"
+    )
+    return [*rows, "", source(stem, when)]
+
+
 def soak(doc: Doc, stem: str, results: Path) -> list[str]:
     """One encoder, many calls: does memory grow?"""
     return [

@@ -63,13 +63,13 @@ KINDS: dict[str, Kind] = {
     "profile": Kind("profile-*.json", studies.profile),
     "soak": Kind("soak*.json", studies.soak),
     "engines": Kind("engines-*.json", studies.engines),
+    "gates": Kind("gates-*.json", studies.gates),
 }
 # Tables drawn from several files: the README's headline, every runtime configuration per CPU class, accuracy.
 COMBINED: dict[str, Callable[[Path], list[str]]] = {
     "headline": product.headline,
     "runtime-systems": product.runtime_systems,
     "auto-rules": product.auto_rules,
-    "padding": product.padding,
     "accuracy": product.accuracy,
 }
 

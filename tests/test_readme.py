@@ -81,7 +81,7 @@ def test_every_file_readme_names_is_in_the_repository() -> None:
 
 
 def _headline() -> str:
-    (block,) = docs_tables.BLOCK.findall(_readme())
+    (block,) = [b for b in docs_tables.BLOCK.findall(_readme()) if b[1] == "headline"]
     return block[2]
 
 
