@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 # One symmetric scale from the largest |x| of all unique STS-B train sentences: chosen on STS-B train spearman of
 # int8 dot products against sentence-transformers' per-dimension min/max and percentiles (python -m
-# studies.precision, "calibration" table; README "Compact output types").
+# studies.precision, "calibration" table; docs/output-types.md).
 METHOD: CalibrationMethod = "symmetric"
 PERCENTILE = 0.0
 GRAPH_ORDER = (Precision.INT8, Precision.FP32, Precision.FP16)

@@ -31,7 +31,7 @@ from runtime.cpu import isa_class
 LONG_PHRASE = "the quick brown fox jumps over the lazy dog near the river bank"  # 13 tokens
 LONG_TEXT = " ".join([LONG_PHRASE] * 30)
 GOLDEN_TOLERANCE = 1e-4
-# Short texts only: a 256-token text's float attention rounds differently on AVX2 and AVX-512 (see README), which
+# Short texts only: a 256-token text's float attention rounds differently on AVX2 and AVX-512 (docs/int8.md), which
 # per-token requantisation amplifies to ~4e-3; the exact-reference check above covers long texts on every CPU.
 GOLDEN_TEXTS = ["A man is playing a guitar.", "Iran hopes nuclear talks will yield 'roadmap'", ""]
 

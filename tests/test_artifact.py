@@ -12,7 +12,7 @@ import runtime
 from export.data import evaluate_pairs
 from runtime.artifact import MANIFEST_FILE, Precision, read_manifest, verify
 
-# First 8 dimensions of the shipped int8 model's embedding of each text (recorded at export; see README).
+# First 8 dimensions of the shipped int8 model's embedding of each text (recorded at export; docs/accuracy.md).
 GOLDEN_PATH = Path(__file__).with_name("golden.json")
 
 

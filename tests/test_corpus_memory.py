@@ -47,7 +47,7 @@ def _cli_job(tmp_path: Path, texts: int, env: dict[str, str], backend: str = "on
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
 def test_cli_job_peak_rss_stays_inside_the_budget_with_arrow_on_malloc(tmp_path: Path) -> None:
     pytest.importorskip("pyarrow.parquet")
-    # three windows of 2,048: the peak is reached by the second (README, "Corpus jobs": memory breakdown)
+    # three windows of 2,048: the peak is reached by the second (docs/corpus.md, "Memory")
     env = {k: v for k, v in os.environ.items() if k not in ARROW_POOL}
     found = _cli_job(tmp_path, 6000, env)
     assert found["arrow_pool"] == "system"

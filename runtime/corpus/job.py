@@ -26,7 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "id_column": None,
     "input_format": None,
     "shard_rows": 102_400,  # 50 windows: shards of any multiple of the window hold the same vectors
-    "window": 2048,  # texts in memory at once; bounds the job's peak RSS (README, "Corpus jobs")
+    "window": 2048,  # texts in memory at once; bounds the job's peak RSS (docs/corpus.md, "Memory")
     "batch_size": 32,
     "skip_bad_rows": False,
     "output_precision": "float32",  # the vectors' type, as encode(precision=...) takes it
