@@ -31,7 +31,8 @@ def _model_options(parser: argparse.ArgumentParser, default: object) -> None:
         "--backend",
         default=default,
         choices=[b.value for b in runtime.Backend],
-        help="inference engine (default: auto, per CPU class and text length: docs/backends.md); openvino needs the 'openvino' extra",
+        help="inference engine (default: auto, per CPU class and text length: docs/backends.md); openvino needs the "
+        "'openvino' extra",
     )
 
 

@@ -23,8 +23,8 @@ SHARD_KEY = b"runtime.corpus"  # Parquet footer key holding the shard's record (
 
 # Arrow's allocator for the Parquet writer. The pyarrow wheels default to mimalloc, whose arena is backed by transparent
 # huge pages: a job's first window (~4 MiB of Arrow buffers) then cost 18 MiB more peak RSS than with malloc (docs,
-# corpus jobs, "Memory"). pyarrow reads the variable once, when it is imported, so only a process that has not imported it yet
-# can choose: the CLI and the Ray actors set it; a library caller may set it before importing pyarrow.
+# corpus jobs, "Memory"). pyarrow reads the variable once, when it is imported, so only a process that has not
+# imported it yet can choose: the CLI and the Ray actors set it; a library caller may set it before importing pyarrow.
 ARROW_POOL = {"ARROW_DEFAULT_MEMORY_POOL": "system"}
 
 
