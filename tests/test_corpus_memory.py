@@ -18,7 +18,7 @@ from runtime.corpus.outputs import ARROW_POOL, arrow_pool_env
 REPO = Path(__file__).resolve().parents[1]
 BUDGET_MIB = 300e6 / 2**20  # the corpus issue's 300 MB, read strictly
 # OpenVINO beside onnxruntime: its libraries and the compiled model (float weights, repacked to bf16) measured
-# +170-270 MiB on the 2-core AMX Xeon (a 463 MiB job there on 2026-12-06); this bound catches a growth, not the cost
+# ~+190-300 MiB on the 2-core AMX Xeon (a 463 MiB job there on 2026-12-06); this bound catches a growth, not the cost
 OPENVINO_BUDGET_MIB = 550.0
 
 # Runs the CLI's own main() in this child, then reports the child's peak RSS and the pool pyarrow chose.
