@@ -60,6 +60,11 @@ class Runner(Protocol):
     # Token counts a run may not straddle (a rule's engine boundaries); empty for a single engine.
     cuts: tuple[int, ...]
 
+    def tokens_per_run(self, width: int) -> int | None:
+        """Padded tokens a run whose longest row has ``width`` tokens should hold at most, or None for the device's
+        default (runtime.batching.TOKENS_PER_RUN)."""
+        ...
+
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
 
     def info(self) -> dict[str, object]: ...
@@ -282,6 +287,10 @@ class LengthRouter:
         self.short, self.long, self.cut = short, long, cut
         self.cuts: tuple[int, ...] = (cut,)
         self.equal_lengths = short.equal_lengths or long.equal_lengths
+
+    def tokens_per_run(self, width: int) -> int | None:
+        """The run size of the engine that runs rows of ``width`` tokens."""
+        return (self.long if width >= self.cut else self.short).tokens_per_run(width)
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Embed a right-padded batch -> float32 (n, dim), each row on its length's engine."""

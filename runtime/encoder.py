@@ -218,10 +218,12 @@ class Encoder:
         return self._plan([len(r) for r in ids], batch_size)
 
     def _plan(self, lengths: list[int], batch_size: int) -> list[list[int]]:
-        runner = self._runner
-        return plan_runs(
-            lengths, batch_size, TOKENS_PER_RUN[self.device], cuts=runner.cuts, equal_lengths=runner.equal_lengths
-        )
+        runner, default = self._runner, TOKENS_PER_RUN[self.device]
+
+        def bound(width: int) -> int:
+            return runner.tokens_per_run(width) or default
+
+        return plan_runs(lengths, batch_size, bound, cuts=runner.cuts, equal_lengths=runner.equal_lengths)
 
     def embed_ids(self, rows: Sequence[Sequence[int]], normalize_embeddings: bool = True) -> np.ndarray:
         """Embed token-id sequences in ONE session run -> float32 (n, dim); plan runs with ``batch_plan``.

@@ -32,6 +32,7 @@ CACHE_ENV = "MINILM_OPENVINO_CACHE_DIR"
 # pinned threads would fight other processes on a shared machine, and pinning gained nothing measurable here.
 BASE_CONFIG: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "ENABLE_CPU_PINNING": False}
 PRECISION_HINTS = {"bf16": "bf16", "f32": "f32"}
+TOKENS_PER_RUN = 4096
 
 
 def _import(name: str) -> Any:
@@ -51,6 +52,11 @@ class OpenVINORunner:
 
     equal_lengths = False
     cuts: tuple[int, ...] = ()
+
+    def tokens_per_run(self, width: int) -> int | None:
+        """Larger runs than onnxruntime's: OpenVINO's fused attention and AMX GEMMs gain from them (200-256-token
+        passages, 2 threads, AMX Xeon, interleaved: 4,096-token runs 1.07x the 1,024-token ones; 8,192 no further)."""
+        return TOKENS_PER_RUN
 
     def __init__(self, graph: Path, dimension: int, threads: int | None, precision: str) -> None:
         if precision not in PRECISION_HINTS:

@@ -173,6 +173,10 @@ class OnnxRuntimeRunner:
     def __init__(self, session: ort.InferenceSession, device: str, threads: int | None) -> None:
         self.session, self.device, self._threads = session, device, threads
 
+    def tokens_per_run(self, width: int) -> int | None:
+        """The device's default run size (runtime.batching.TOKENS_PER_RUN)."""
+        return None
+
     @classmethod
     def create(cls, graph: Path, dimension: int, device: str, threads: int | None) -> OnnxRuntimeRunner:
         """A session for an already hash-verified graph (onnxruntime reads the file itself: a Python bytes copy

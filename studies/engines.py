@@ -6,8 +6,9 @@ per-class rule (``runtime.backends.AUTO_OPENVINO_FROM``).
 
 For each token count n, runs at batch 1 and at batch 32 of rows of n - 1, n and n + 1 tokens in turn (slices of STS-B
 train text between [CLS] and [SEP]; consecutive runs differ in shape, as real traffic does, and OpenVINO pays for
-each change of input shape), through ``Encoder.embed_ids`` of one encoder per engine, in interleaved rounds (best of
-rounds, wall clock, both engines with the same threads). The rule is per text, so a length's engine must serve
+each change of input shape), each batch cut into engine runs as ``encode`` cuts it (``Encoder.batch_plan``: each
+engine's own token bound) and embedded by ``Encoder.embed_ids`` of one encoder per engine, in interleaved rounds
+(best of rounds, wall clock, both engines with the same threads). The rule is per text, so a length's engine must serve
 single-text calls and batches alike: the suggested threshold is the smallest token count from which, for that length
 and every longer one, OpenVINO's speed over onnxruntime's, batch 1 and batch 32 weighted equally (their geometric
 mean), is at least 1 - ``--slack`` (default 0.05, the run-to-run noise of these machines).
@@ -52,11 +53,12 @@ def token_runs(encoder: runtime.Encoder, length: int, batch: int, count: int) ->
     return runs
 
 
-def _rate(encoder: runtime.Encoder, runs: list[list[list[int]]]) -> float:
+def _rate(encoder: runtime.Encoder, batches: list[list[list[int]]]) -> float:
     started = time.perf_counter()
-    for run in runs:
-        encoder.embed_ids(run)
-    return sum(map(len, runs)) / (time.perf_counter() - started)
+    for batch in batches:
+        for rows in encoder.batch_plan(batch, len(batch)):
+            encoder.embed_ids([batch[i] for i in rows])
+    return sum(map(len, batches)) / (time.perf_counter() - started)
 
 
 def measure(threads: int, rounds: int, lengths: tuple[int, ...], tokens: int) -> dict[str, Any]:

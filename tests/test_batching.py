@@ -126,6 +126,18 @@ def test_runs_respect_token_budget_and_batch_size_longest_first() -> None:
     assert heads == sorted(heads, reverse=True)
 
 
+def test_each_engine_of_a_rule_gets_its_own_token_bound() -> None:
+    lengths = [256] * 20 + [10] * 70
+
+    def bound(width: int) -> int:
+        return 4096 if width >= 16 else 1024
+
+    runs = plan_runs(lengths, 32, bound, cuts=(16,))
+    assert [len(r) for r in runs if lengths[r[0]] == 256] == [16, 4]
+    assert all(len(r) <= 32 for r in runs if lengths[r[0]] == 10)
+    assert [len(r) for r in plan_runs(lengths, 32, 1024, cuts=(16,)) if lengths[r[0]] == 256] == [4] * 5
+
+
 def test_runs_never_straddle_an_engine_cut() -> None:
     # 33 and 31 tokens share one run (2 padded tokens a row cost less than a run) unless a cut at 32 parts them
     lengths = [33, 31] * 3

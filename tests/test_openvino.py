@@ -174,6 +174,9 @@ class _Fake:
     def info(self) -> dict[str, object]:
         return {}
 
+    def tokens_per_run(self, width: int) -> int | None:
+        return None
+
 
 def test_length_router_sends_each_row_to_its_engine_unpadded_by_the_other() -> None:
     short, long = _Fake(), _Fake()
@@ -280,6 +283,11 @@ def test_openvino_text_alone_equals_text_in_padded_batches(ov_encoder: runtime.E
         np.testing.assert_allclose(ov_encoder.encode(texts, batch_size=batch_size), alone, atol=1e-4, rtol=0)
     ids = ov_encoder.tokenize(texts[:40])
     np.testing.assert_allclose(ov_encoder.embed_ids(ids), alone[:40], atol=1e-4, rtol=0)
+
+
+def test_openvino_runs_are_planned_with_its_own_token_bound(ov_encoder: runtime.Encoder) -> None:
+    ids = ov_encoder.tokenize(["word " * 300] * 20)  # 20 rows of 256 tokens: 16 per 4,096-token run, not 4
+    assert [len(run) for run in ov_encoder.batch_plan(ids)] == [16, 4]
 
 
 def test_openvino_encoder_is_thread_safe(ov_encoder: runtime.Encoder, dev_pairs: list) -> None:
