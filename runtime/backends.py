@@ -33,9 +33,10 @@ log = logging.getLogger("runtime.encoder")
 # Only classes where both engines were measured side by side, and the OpenVINO path passed the fidelity gates, are
 # listed; every other class keeps onnxruntime for every text. amx: 2-core Intel Xeon with AMX, 2 threads,
 # benchmarks/results/engines-cpu-2core-intel-xeon-amx.json (python -m studies.engines): OpenVINO is faster at batch 32
-# from 8 tokens on (1.10x, 1.24x at 16, 2.3x at 256) but slower at batch 1 below 32 tokens (0.60x at 8, 0.74x at 16);
-# 16 is where the two, weighted equally, reach parity within the machine's noise (docs/decisions.md, 2026-12-06).
-AUTO_OPENVINO_FROM: dict[str, int] = {"amx": 16}
+# from 8 tokens on (1.07-1.23x up to 24 tokens, 1.5-1.7x from 48) but slower at batch 1 below 32 tokens (0.60x at 8,
+# 0.76x at 16, 0.83x at 20); 20 is where the two, weighted equally, reach parity within the machine's 5 % noise
+# (docs/decisions.md, 2026-12-06).
+AUTO_OPENVINO_FROM: dict[str, int] = {"amx": 20}
 # CPU flags with which OpenVINO computes bf16 natively (its CPU plugin's own default precision there).
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 # The OpenVINO inference precision: bf16 where the CPU has it, else f32; the variable overrides (f32 or bf16).
