@@ -187,7 +187,7 @@ def headline_system(doc: Doc) -> str:
     from runtime.backends import AUTO_OPENVINO_FROM
 
     systems = doc["systems"]
-    wanted = HEADLINE_SYSTEM if doc["machine"]["isa_class"] in AUTO_OPENVINO_FROM else "runtime-int8"
+    wanted = HEADLINE_SYSTEM if AUTO_OPENVINO_FROM.get(doc["machine"]["isa_class"]) is not None else "runtime-int8"
     if (systems.get(wanted) or {}).get("best"):
         return wanted
     return next((n for n in (HEADLINE_SYSTEM, "runtime-int8") if (systems.get(n) or {}).get("best")), wanted)
@@ -282,11 +282,18 @@ def auto_rules(results: Path) -> list[str]:
 
     rows = ["| CPU class | texts that run on OpenVINO | evidence |", "|---|---|---|"]
     for cpu_class, tokens in sorted(AUTO_OPENVINO_FROM.items()):
-        texts = "every text" if tokens <= 1 else f"{tokens} tokens or more"
         files = sorted(p.stem for p in results.glob(f"*-{cpu_class}.json") if p.stem.startswith(("engines-", "cpu-")))
         evidence = ", ".join(f"`{stem}`" for stem in files) or NONE
-        rows.append(f"| `{cpu_class}` | {texts} (the rest on onnxruntime) | {evidence} |")
-    rows.append(f"| every other class | none: onnxruntime for every text | {NONE} |")
+        if tokens is None:
+            engines = [json.loads((results / f"{s}.json").read_text(encoding="utf-8")) for s in files if s[0] == "e"]
+            ratios = [c["openvino_over_onnxruntime"] for doc in engines for c in doc["cases"]]
+            span = f"{min(ratios):.2f}\u2013{max(ratios):.2f}{TIMES}" if ratios else ""
+            measured = f"OpenVINO ran {span} onnxruntime" if ratios else "measured"
+            rows.append(f"| `{cpu_class}` | none: onnxruntime for every text ({measured}) | {evidence} |")
+        else:
+            texts = "every text" if tokens <= 1 else f"{tokens} tokens or more"
+            rows.append(f"| `{cpu_class}` | {texts} (the rest on onnxruntime) | {evidence} |")
+    rows.append(f"| every other class | none: onnxruntime for every text (not measured) | {NONE} |")
     return rows
 
 

@@ -29,14 +29,17 @@ log = logging.getLogger("runtime.encoder")
 
 
 # backend="auto" on the CPU, per instruction-set class (runtime.cpu.isa_class): texts of this many tokens or more run
-# on OpenVINO (bf16, the OpenVINO form of the int8 graph: runtime.openvino_form), shorter ones on onnxruntime int8.
-# Only classes where both engines were measured side by side, and the OpenVINO path passed the fidelity gates, are
-# listed; every other class keeps onnxruntime for every text. amx: 2-core Intel Xeon with AMX, 2 threads,
-# benchmarks/results/engines-cpu-2core-intel-xeon-amx.json (python -m studies.engines): OpenVINO is faster at batch 32
-# from 8 tokens on (1.07-1.23x up to 24 tokens, 1.5-1.7x from 48) but slower at batch 1 below 32 tokens (0.60x at 8,
-# 0.76x at 16, 0.83x at 20); 20 is where the two, weighted equally, reach parity within the machine's 5 % noise
-# (docs/decisions.md, 2026-12-06).
-AUTO_OPENVINO_FROM: dict[str, int] = {"amx": 20}
+# on OpenVINO (the OpenVINO form of the int8 graph: runtime.openvino_form), shorter ones on onnxruntime int8; None:
+# measured, and onnxruntime for every text. Only classes where both engines were measured side by side (python -m
+# studies.engines), and any OpenVINO path passed the fidelity gates, are listed; every other class keeps onnxruntime
+# for every text, unmeasured. (docs/decisions.md, 2026-12-06.)
+# - amx: 2-core Intel Xeon with AMX, 2 threads, benchmarks/results/engines-cpu-2core-intel-xeon-amx.json: OpenVINO bf16
+#   is faster at batch 32 from 8 tokens on (1.07-1.23x up to 24 tokens, 1.5-1.7x from 48) but slower at batch 1 below
+#   32 tokens (0.60x at 8, 0.76x at 16, 0.83x at 20); 20 is where the two, weighted equally, reach parity within the
+#   machine's 5 % noise.
+# - avx2: 2-core AMD EPYC without AVX-512, 2 threads, engines-cpu-2core-amd-epyc-avx2.json: OpenVINO runs f32 there (no
+#   bf16) and was 0.49-0.84x onnxruntime int8 at every length and batch size.
+AUTO_OPENVINO_FROM: dict[str, int | None] = {"amx": 20, "avx2": None}
 # CPU flags with which OpenVINO computes bf16 natively (its CPU plugin's own default precision there).
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 # The OpenVINO inference precision: bf16 where the CPU has it, else f32; the variable overrides (f32 or bf16).
@@ -175,9 +178,11 @@ def _auto_openvino_from(device: str, precision: Precision, flags: tuple[str, ...
         return None, f"auto: onnxruntime for the {precision.value} graph (the length rule is for the int8 graph)"
     present = isa_flags() if flags is None else flags
     cpu_class = isa_class(present)
-    threshold = AUTO_OPENVINO_FROM.get(cpu_class)
-    if threshold is None or platform.machine().lower() not in ("x86_64", "amd64"):
+    if cpu_class not in AUTO_OPENVINO_FROM or platform.machine().lower() not in ("x86_64", "amd64"):
         return None, f"auto: onnxruntime (no OpenVINO rule measured for CPU class {cpu_class})"
+    threshold = AUTO_OPENVINO_FROM[cpu_class]
+    if threshold is None:
+        return None, f"auto: onnxruntime (OpenVINO measured slower at every text length on CPU class {cpu_class})"
     if not openvino_installed():
         return None, f"auto: onnxruntime (openvino not installed: {OPENVINO_INSTALL})"
     where = "every text" if threshold <= 1 else f"texts of {threshold}+ tokens"

@@ -118,8 +118,12 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         f"onnxruntime int8 vs OpenVINO {doc['openvino_precision']} (the int8 graph's OpenVINO form), texts/s, best of "
         f"{doc['rounds']} interleaved rounds. Suggested threshold (OpenVINO from this many tokens): "
-        f"**{doc['suggested_threshold']}** (geometric mean of the batch-1 and batch-32 ratios >= "
-        f"{1 - doc['slack']:.2f} from there on).",
+        + (
+            f"**{doc['suggested_threshold']}**"
+            if doc["suggested_threshold"] is not None
+            else "**none**: onnxruntime for every length"
+        )
+        + f" (geometric mean of the batch-1 and batch-32 ratios >= {1 - doc['slack']:.2f} from there on).",
         "",
         "| tokens | batch | onnxruntime | openvino | openvino / onnxruntime |",
         "|---|---|---|---|---|",
