@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -74,3 +75,13 @@ class Paths:
     @classmethod
     def from_dict(cls, data: dict[str, str]) -> Paths:
         return cls(checkpoint=Path(data["checkpoint"]), artifact=Path(data["artifact"]), cache=Path(data["cache"]))
+
+
+def write_study(stem: Path, doc: dict[str, Any], md: str) -> None:
+    """``stem``.json and ``stem``.md of a study's result, each through a temporary file, so an interrupted write
+    leaves the previous result whole."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    for suffix, text in ((".json", json.dumps(doc, indent=2, default=str) + "\n"), (".md", md)):
+        tmp = stem.with_suffix(suffix + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(stem.with_suffix(suffix))

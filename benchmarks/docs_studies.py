@@ -195,6 +195,15 @@ def engines(doc: Doc, stem: str, results: Path) -> list[str]:
 
 def gates(doc: Doc, stem: str, results: Path) -> list[str]:
     """Every path auto may pick against the gates: spearman, fidelity to the fp32 reference, alone vs in a batch."""
+    when = (
+        f"{machine_label(doc)}, fp32 reference spearman {doc['reference_spearman']:.6f}, {doc['dev_sentences']:,} dev "
+        f"sentences and {doc['passages']} passages, {doc['created']}"
+    )
+    return [*gate_rows(doc), "", source(stem, when)]
+
+
+def gate_rows(doc: Doc) -> list[str]:
+    """The gates table of a ``python -m studies.gates`` result: one row per path."""
     rows = [
         "| path | spearman | min cosine to fp32, dev / passages | a text alone vs in a padded batch of 32: min cosine, "
         "max abs |",
@@ -206,11 +215,7 @@ def gates(doc: Doc, stem: str, results: Path) -> list[str]:
             f"| `{name}`: {p['rule']} | {p['dev_spearman']:.6f} | {c['dev']:.5f} / {c['long']:.5f} "
             f"| {a['min_cosine']:.7f}, {a['max_abs']:.1e} |"
         )
-    when = (
-        f"{machine_label(doc)}, fp32 reference spearman {doc['reference_spearman']:.6f}, {doc['dev_sentences']:,} dev "
-        f"sentences and {doc['passages']} passages, {doc['created']}"
-    )
-    return [*rows, "", source(stem, when)]
+    return rows
 
 
 def soak(doc: Doc, stem: str, results: Path) -> list[str]:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import runtime
-from benchmarks.config import DEFAULT_OUT, QUICK_OUT
+from benchmarks.config import DEFAULT_OUT, QUICK_OUT, write_study
 from benchmarks.machine import describe, library_versions
 from export.data import read_sts
 
@@ -154,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         doc.pop("b1_slack", None)
         doc["slack"] = args.slack
         doc["suggested_threshold"] = suggested_threshold(doc["cases"], args.slack)
-        args.render.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-        args.render.with_suffix(".md").write_text(markdown(doc))
+        write_study(args.render.with_suffix(""), doc, markdown(doc))
         print(markdown(doc))
         return 0
     lengths = tuple(int(x) for x in args.lengths.split(",") if x)
@@ -178,9 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         "engines": {"onnxruntime": found["onnxruntime"], "openvino": found["openvino"]},
     }
     stem = args.out or ((QUICK_OUT if args.quick else DEFAULT_OUT) / f"engines-{machine['name']}")
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    stem.with_suffix(".md").write_text(markdown(doc))
+    write_study(stem, doc, markdown(doc))
     print(markdown(doc))
     return 0
 

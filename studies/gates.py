@@ -13,7 +13,6 @@ Alone vs batch: every fifth dev sentence and every passage, each embedded alone 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ from typing import Any
 import numpy as np
 
 import runtime
-from benchmarks.config import DEFAULT_OUT
+from benchmarks.config import DEFAULT_OUT, write_study
+from benchmarks.docs_studies import gate_rows
 from benchmarks.machine import describe, library_versions
 from benchmarks.workloads import counter, long_passages
 from export.data import gold_scores, pair_texts, read_sts, score_stacked
@@ -60,15 +60,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"fp32 reference spearman {doc['reference_spearman']:.6f}; {doc['dev_sentences']} dev sentences, "
         f"{doc['passages']} passages.",
         "",
-        "| path | rule | spearman | min cosine dev / passages | alone vs batch: min cosine, max abs |",
-        "|---|---|---|---|---|",
+        *gate_rows(doc),
     ]
-    for name, p in doc["paths"].items():
-        c, a = p["min_cosine_to_reference"], p["alone_vs_batch"]
-        lines.append(
-            f"| {name} | {p['rule']} | {p['dev_spearman']:.6f} | {c['dev']:.5f} / {c['long']:.5f} | "
-            f"{a['min_cosine']:.7f}, {a['max_abs']:.1e} |"
-        )
     return "\n".join(lines) + "\n"
 
 
@@ -108,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "unavailable": {k: v["unavailable"] for k, v in paths.items() if "unavailable" in v},
     }
     stem = args.out or DEFAULT_OUT / f"gates-{machine['name']}"
-    stem.with_suffix(".json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    stem.with_suffix(".md").write_text(markdown(doc))
+    write_study(stem, doc, markdown(doc))
     print(markdown(doc))
     return 0
 
